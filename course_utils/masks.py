@@ -1,0 +1,84 @@
+"""Attention masks (notebook 06). Convention everywhere: boolean, **True = may attend**.
+
+Shapes: ``causal_mask(n)`` and ``sliding_window_mask(n, w)`` are ``(n, n)`` (query, key);
+``padding_mask(attention_mask)`` is ``(B, 1, 1, T)``: it broadcasts over heads and query
+positions of ``(B, H, Tq, Tk)`` scores. ``combine`` ANDs masks with broadcasting.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _check_size(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def causal_mask(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(n, n)`` lower-triangular mask: query i may attend to keys 0..i."""
+    _check_size("n", n)
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+def sliding_window_mask(
+    n: int, window: int, causal: bool = True, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``(n, n)`` mask letting query i see the ``window`` most recent keys (i-window+1..i).
+
+    With ``causal=False`` the band is symmetric: keys within ``window - 1`` of i either side.
+    """
+    _check_size("n", n)
+    _check_size("window", window)
+    i = torch.arange(n, device=device).unsqueeze(1)  # (n, 1) queries
+    j = torch.arange(n, device=device).unsqueeze(0)  # (1, n) keys
+    distance = i - j
+    if causal:
+        return (distance >= 0) & (distance < window)
+    return distance.abs() < window
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Turn a tokenizer's ``(B, T)`` 1/0 attention_mask into a ``(B, 1, 1, T)`` key mask."""
+    attention_mask = torch.as_tensor(attention_mask)
+    if attention_mask.dim() != 2:
+        raise ValueError(
+            "attention_mask must have shape (batch, seq_len) as returned by a tokenizer, "
+            f"got shape {tuple(attention_mask.shape)}"
+        )
+    return attention_mask.bool()[:, None, None, :]
+
+
+def combine(*masks: torch.Tensor) -> torch.Tensor:
+    """Logical AND of boolean masks, broadcast together (e.g. causal & padding)."""
+    if not masks:
+        raise ValueError("combine() needs at least one mask")
+    result = None
+    for index, mask in enumerate(masks):
+        mask = torch.as_tensor(mask)
+        if mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask {index} has dtype {mask.dtype}; masks here are boolean (True = may "
+                "attend). Convert a 1/0 mask with .bool()"
+            )
+        try:
+            result = mask if result is None else result & mask
+        except RuntimeError as error:
+            raise ValueError(
+                f"mask {index} of shape {tuple(mask.shape)} does not broadcast with "
+                f"shape {tuple(result.shape)}"
+            ) from error
+    return result
+
+
+def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Boolean mask -> additive mask: 0 where allowed, the dtype's minimum where blocked.
+
+    The dtype minimum (not -inf) keeps fully masked rows finite, as transformers does.
+    """
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool:
+        raise ValueError(f"expected a boolean mask, got dtype {mask.dtype}")
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return additive.masked_fill(~mask, torch.finfo(dtype).min)

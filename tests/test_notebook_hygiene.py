@@ -1,0 +1,85 @@
+"""Every committed notebook is executed, in order, error-free, small and conventional."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from conftest import NOTEBOOKS
+
+NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+MAX_BYTES = 2 * 1024 * 1024
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOK_PATHS, "no notebooks found"
+    assert NOTEBOOK_PATHS[0].name == "00_welcome.ipynb"
+
+
+def test_no_failed_runs_left_behind():
+    assert not list(NOTEBOOKS.glob("*.FAILED.ipynb"))
+
+
+@pytest.fixture(params=NOTEBOOK_PATHS, ids=lambda p: p.name)
+def notebook(request):
+    path = request.param
+    return path, nbformat.read(path, as_version=4)
+
+
+def test_size_under_2mb(notebook):
+    path, _ = notebook
+    assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size} bytes"
+
+
+def test_kernelspec_is_python3(notebook):
+    _, nb = notebook
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_every_code_cell_executed_in_order(notebook):
+    path, nb = notebook
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert None not in counts, f"{path.name}: unexecuted code cells"
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: out of order {counts}"
+
+
+def test_no_error_outputs(notebook):
+    path, nb = notebook
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            assert output.output_type != "error", f"{path.name} cell {index}: {output.get('ename')}"
+            if output.output_type == "stream" and output.name == "stderr":
+                assert "Traceback" not in output.text, f"{path.name} cell {index}: traceback"
+
+
+def test_no_volatile_metadata(notebook):
+    path, nb = notebook
+    assert "papermill" not in nb.metadata
+    for cell in nb.cells:
+        assert "papermill" not in cell.metadata and "execution" not in cell.metadata
+
+
+def test_parameters_cell_near_the_top(notebook):
+    path, nb = notebook
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [i for i, c in enumerate(code_cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters'"
+    assert tagged[0] <= 2, f"{path.name}: the parameters cell should come first"
+    assert re.search(r"^SEED\s*=", code_cells[tagged[0]].source, re.M), "SEED parameter missing"
+
+
+def test_seeds_everything_early(notebook):
+    path, nb = notebook
+    code = [c.source for c in nb.cells if c.cell_type == "code"][:4]
+    assert any("seed_everything(SEED" in source for source in code), (
+        f"{path.name}: call seed_everything(SEED) in the first code cells"
+    )
+
+
+def test_figures_are_png_only(notebook):
+    path, nb = notebook
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert "image/svg+xml" not in output.get("data", {}), f"{path.name}: SVG output"

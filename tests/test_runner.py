@@ -1,0 +1,75 @@
+"""tools/run_notebooks.py: failures never replace a good notebook; outputs are normalised."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("run_notebooks", REPO / "tools/run_notebooks.py")
+runner = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runner)
+
+
+def make_notebook(path, *sources, parameters=None):
+    cells = []
+    if parameters is not None:
+        cell = new_code_cell(parameters)
+        cell.metadata["tags"] = ["parameters"]
+        cells.append(cell)
+    cells += [new_code_cell(s) for s in sources]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_parse_value():
+    assert runner._parse_value("5") == 5
+    assert runner._parse_value("0.5") == 0.5
+    assert runner._parse_value("True") is True
+    assert runner._parse_value("None") is None
+    assert runner._parse_value("The cat sat.") == "The cat sat."
+
+
+def test_normalise_strips_volatile_metadata_and_renumbers_widgets():
+    view = "application/vnd.jupyter.widget-view+json"
+    a, b = "a" * 32, "b" * 32
+    nb = new_notebook(cells=[new_code_cell("w")])
+    nb.metadata["papermill"] = {"start_time": "now"}
+    nb.cells[0].metadata.update(papermill={"duration": 1.0}, execution={"t": 1})
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={view: {"model_id": b}})]
+    nb.metadata["widgets"] = {runner.WIDGET_STATE: {"state": {
+        b: {"state": {"layout": f"IPY_MODEL_{a}"}}, a: {"state": {}}}}}
+    out = runner.normalise(nb)
+    assert "papermill" not in out.metadata and out.cells[0].metadata == {}
+    state = out.metadata["widgets"][runner.WIDGET_STATE]["state"]
+    first, second = "c0c0" + "0" * 28, "c0c0" + "0" * 27 + "1"
+    assert out.cells[0].outputs[0]["data"][view]["model_id"] == first
+    assert state[first]["state"]["layout"] == f"IPY_MODEL_{second}"
+
+
+@pytest.mark.slow
+def test_failed_run_keeps_the_good_notebook_and_a_failed_copy(tmp_path):
+    good = make_notebook(tmp_path / "01_x.ipynb", "print('fine')")
+    before = good.read_bytes()
+    bad_source = make_notebook(tmp_path / "bad.ipynb", "raise RuntimeError('boom')")
+    with pytest.raises(Exception, match="boom"):
+        runner.run_one(bad_source, good, {})
+    assert good.read_bytes() == before
+    assert (tmp_path / "bad.FAILED.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_successful_run_with_parameters_writes_the_output(tmp_path):
+    source = make_notebook(tmp_path / "p.ipynb", "print(N * 2)", parameters="N = 1")
+    output = tmp_path / "out" / "p.ipynb"
+    runner.run_one(source, output, {"N": 21})
+    nb = nbformat.read(output, as_version=4)
+    assert "papermill" not in nb.metadata
+    assert nb.cells[-1].outputs[0].text.strip() == "42"
+    assert "N = 1" in nbformat.read(source, as_version=4).cells[0].source  # input untouched
