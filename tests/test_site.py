@@ -1,0 +1,174 @@
+"""The exported website, checked in a real browser (headless Chromium via chromedriver).
+
+For every page: each figure of the notebook is present and decoded, each bertviz view drew
+its SVG, saved widgets rendered, MathJax typeset, no console errors, and no request left
+the machine. A screenshot of each page is saved under ``site/screenshots/``.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). Without
+them the tests skip locally, but fail when ``COURSE_REQUIRE_BROWSER=1`` (CI sets it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nbformat
+import pytest
+
+from conftest import NOTEBOOKS, REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+SITE = REPO / "site"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+NOTEBOOK_PATHS = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if ".FAILED" not in p.name)
+LOCAL_SCHEMES = {"file", "data", "blob", "about", "chrome", "devtools"}
+RENDER_TIMEOUT_S = 60
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("build_site", REPO / "tools/build_site.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    """Build the site once per session (what `task html` does)."""
+    _load_builder().build(SITE)
+    return SITE
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        message = "headless Chromium not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("COURSE_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must not try to download drivers
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-quic", "--no-first-run", "--allow-file-access-from-files",
+        "--window-size=1280,1600",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(RENDER_TIMEOUT_S)
+    yield driver
+    driver.quit()
+
+
+def expected_content(path: Path) -> dict[str, int]:
+    """What a page must show, counted from its notebook's outputs."""
+    nb = nbformat.read(path, as_version=4)
+    images = bertviz = widget_views = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            images += "image/png" in data
+            html = data.get("text/html", "")
+            html = "".join(html) if isinstance(html, list) else html
+            bertviz += html.count("data-course-bertviz")
+            widget_views += "application/vnd.jupyter.widget-view+json" in data
+    has_state = bool(nb.metadata.get("widgets"))
+    math = any(c.cell_type == "markdown" and "$" in c.source for c in nb.cells)
+    return {"images": images, "bertviz": bertviz, "widgets": widget_views if has_state else 0,
+            "math": int(math)}
+
+
+RENDER_PROBE = """
+const imgs = [...document.querySelectorAll('.jp-OutputArea-output img')];
+const views = [...document.querySelectorAll('[data-course-bertviz]')];
+return {
+  images: imgs.length,
+  decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+  bertviz: views.length,
+  bertvizDrawn: views.filter(v => v.querySelectorAll('svg *').length > 10).length,
+  widgets: document.querySelectorAll('.jupyter-widgets, .widget-container, .widget-box').length,
+  math: document.querySelectorAll('.MathJax, .MathJax_CHTML, mjx-container').length,
+  ready: document.readyState,
+};
+"""
+
+
+def render(driver, page: Path, expected: dict[str, int]) -> dict:
+    """Open ``page`` and poll until everything expected has rendered (or time runs out)."""
+    driver.get_log("performance")  # drop entries from earlier pages
+    driver.get_log("browser")
+    driver.get(page.as_uri())
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    while True:
+        state = driver.execute_script(RENDER_PROBE)
+        done = (
+            state["ready"] == "complete"
+            and state["decoded"] >= expected["images"]
+            and state["bertvizDrawn"] >= expected["bertviz"]
+            and (state["widgets"] > 0 or not expected["widgets"])
+            and (state["math"] > 0 or not expected["math"])
+        )
+        if done or time.monotonic() > deadline:
+            return state
+        time.sleep(0.25)
+
+
+def outside_requests(performance_log: list[dict]) -> list[str]:
+    urls = []
+    for entry in performance_log:
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            parsed = urlparse(url)
+            if parsed.scheme not in LOCAL_SCHEMES and parsed.hostname not in ("127.0.0.1", "localhost"):
+                urls.append(url)
+    return urls
+
+
+def test_index_links_every_notebook(site, browser):
+    browser.get((site / "index.html").as_uri())
+    links = browser.execute_script("return [...document.querySelectorAll('ol a')].map(a => a.getAttribute('href'))")
+    assert links == [p.stem + ".html" for p in NOTEBOOK_PATHS]
+    for link in links:
+        assert (site / link).is_file(), link
+    shots = site / "screenshots"
+    shots.mkdir(exist_ok=True)
+    browser.save_screenshot(str(shots / "index.png"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOK_PATHS, ids=lambda p: p.stem)
+def test_page_renders_offline(site, browser, notebook):
+    page = site / f"{notebook.stem}.html"
+    assert page.is_file(), f"{page} was not exported"
+    expected = expected_content(notebook)
+    state = render(browser, page, expected)
+
+    shots = site / "screenshots"
+    shots.mkdir(exist_ok=True)
+    browser.save_screenshot(str(shots / f"{notebook.stem}.png"))
+
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    requests = outside_requests(browser.get_log("performance"))
+    assert not requests, f"requests left the machine: {requests[:5]}"
+    assert not errors, f"console errors: {errors[:5]}"
+    assert state["images"] >= expected["images"], state
+    assert state["decoded"] >= expected["images"], f"undecoded figures: {state}"
+    assert state["bertvizDrawn"] >= expected["bertviz"], f"bertviz views without SVG: {state}"
+    if expected["widgets"]:
+        assert state["widgets"] > 0, f"saved widget state did not render: {state}"
+    if expected["math"]:
+        assert state["math"] > 0, f"MathJax did not typeset: {state}"
