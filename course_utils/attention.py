@@ -31,6 +31,13 @@ def _check_qkv(q_shape, k_shape, v_shape) -> None:
             f"k and v must have the same number of keys Tk: got k {tuple(k_shape)} and "
             f"v {tuple(v_shape)}"
         )
+    try:  # leading (batch, head) axes must broadcast, or q @ kᵀ fails with a cryptic error
+        np.broadcast_shapes(tuple(q_shape[:-2]), tuple(k_shape[:-2]), tuple(v_shape[:-2]))
+    except ValueError:
+        raise ValueError(
+            "the leading (batch, ...) axes of q, k, v must broadcast; got "
+            f"q {tuple(q_shape)}, k {tuple(k_shape)}, v {tuple(v_shape)}"
+        ) from None
 
 
 def _check_mask_shape(mask_shape, scores_shape) -> None:

@@ -1,8 +1,12 @@
-"""Figures: one style for the course, labelled heatmaps, and (later) offline bertviz."""
+"""Figures: one style for the course, labelled heatmaps, attention views, offline bertviz."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import re
 from collections.abc import Sequence
+from html import escape as html_escape
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -94,3 +98,241 @@ def heatmap(
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return ax
+
+
+# ---------------------------------------------------------------------------------------
+# Attention views: a static grid, a layer/head widget, and bertviz rendering offline.
+# ---------------------------------------------------------------------------------------
+
+
+def _attention_stack(attentions, tokens: Sequence[str] | None = None) -> np.ndarray:
+    """Normalise per-layer attentions to a float64 array ``(L, H, T, T)``.
+
+    Accepts what ``model(..., output_attentions=True).attentions`` returns (a sequence of
+    ``(1, H, T, T)`` tensors), a sequence of ``(H, T, T)`` maps, or one ``(L, H, T, T)``
+    array. ``tokens`` (optional) must have length T.
+    """
+    if isinstance(attentions, (torch.Tensor, np.ndarray)):
+        layers = [attentions[i] for i in range(attentions.shape[0])] if attentions.ndim == 4 else None
+    else:
+        layers = list(attentions)
+    if not layers:
+        raise ValueError("expected per-layer attention maps (L, H, T, T); got nothing")
+    arrays = []
+    for index, layer in enumerate(layers):
+        array = layer.detach().double().cpu().numpy() if isinstance(layer, torch.Tensor) else np.asarray(layer, dtype=np.float64)
+        if array.ndim == 4 and array.shape[0] == 1:
+            array = array[0]  # drop the batch axis of output_attentions
+        if array.ndim != 3 or array.shape[1] != array.shape[2]:
+            raise ValueError(
+                f"layer {index}: expected attention of shape (1, H, T, T) or (H, T, T), got "
+                f"{tuple(np.shape(layer))}"
+            )
+        arrays.append(array)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"all layers must have the same (H, T, T) shape, got {sorted(shapes)}")
+    stack = np.stack(arrays)  # (L, H, T, T)
+    if tokens is not None and len(tokens) != stack.shape[-1]:
+        raise ValueError(
+            f"{len(tokens)} tokens for attention maps over {stack.shape[-1]} positions"
+        )
+    return stack
+
+
+def attention_grid(
+    attentions,
+    tokens: Sequence[str],
+    layer: int,
+    heads: Sequence[int] | None = None,
+    ncols: int = 4,
+    title: str = "",
+    highlight: tuple[int, int] | None = None,
+) -> plt.Figure:
+    """Small multiples: one labelled heatmap per head of ``layer``.
+
+    ``highlight=(query, key)`` outlines one cell in every panel (e.g. "it" -> "animal").
+    """
+    stack = _attention_stack(attentions, tokens)
+    num_layers, num_heads = stack.shape[:2]
+    if not 0 <= layer < num_layers:
+        raise ValueError(f"layer must be in 0..{num_layers - 1}, got {layer}")
+    heads = list(range(num_heads)) if heads is None else list(heads)
+    nrows = -(-len(heads) // ncols)
+    size = min(12.0 / ncols, 0.15 * len(tokens) + 1.0)  # at most 12 inches wide
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    for ax in axes.flat[len(heads):]:
+        ax.axis("off")
+    for ax, head in zip(axes.flat, heads, strict=False):
+        ax.imshow(stack[layer, head], cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"L{layer} H{head}", fontsize=8)
+        ax.set_xticks(range(len(tokens)), labels=list(tokens), rotation=90, fontsize=6)
+        ax.set_yticks(range(len(tokens)), labels=list(tokens), fontsize=6)
+        if highlight is not None:
+            query, key = highlight
+            ax.add_patch(plt.Rectangle((key - 0.5, query - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def attention_widget(attentions, tokens: Sequence[str], layer: int = 0, head: int = 0):
+    """An ipywidgets explorer: pick a layer and a head, see its labelled heatmap.
+
+    Returns the widget (the last expression of a cell displays it). Needs a live kernel
+    (exported pages cannot redraw it): show a static figure first.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    stack = _attention_stack(attentions, tokens)
+    num_layers, num_heads = stack.shape[:2]
+    layer_slider = widgets.IntSlider(value=layer, min=0, max=num_layers - 1, description="layer")
+    head_slider = widgets.IntSlider(value=head, min=0, max=num_heads - 1, description="head")
+    output = widgets.Output()
+
+    def redraw(_change=None) -> None:
+        with output:
+            output.clear_output(wait=True)
+            ax = heatmap(
+                stack[layer_slider.value, head_slider.value], tokens, tokens, vmin=0, vmax=1,
+                title=f"layer {layer_slider.value}, head {head_slider.value}",
+            )
+            display(ax.figure)
+            plt.close(ax.figure)  # shown once, inside the Output widget
+
+    layer_slider.observe(redraw, names="value")
+    head_slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([layer_slider, head_slider]), output])
+
+
+_CDN_SCRIPT = re.compile(r'<script src="https?://[^"]+"></script>')
+_BERTVIZ_SCRIPT = re.compile(r'<script type="text/javascript">\n(.*)\n</script>', re.S)
+_BERTVIZ_REQUIRE = re.compile(
+    r"require\.config\(\{.*?\}\);\s*requirejs\(\['jquery', 'd3'\], function\s*\(\$, d3\)\s*\{",
+    re.S,
+)
+_BERTVIZ_PARAMS_COMMENT = re.compile(
+    r"// HACK: [^\n]* is a template marker that is replaced by actual params\."
+)
+_BERTVIZ_ID = re.compile(r"bertviz-[0-9a-f]{32}")
+_bertviz_calls = itertools.count()
+
+
+def _script_safe(js: str) -> str:
+    """Inline JS must not contain ``</script``, which would end the HTML script element."""
+    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.I)
+
+
+def bertviz_offline(html: str, kind: str = "bertviz") -> str:
+    """Make the HTML that bertviz returns (``html_action='return'``) render offline.
+
+    bertviz 1.4.1 loads require.js, d3 5.7.0 and jQuery from a CDN. Here the CDN tag is
+    dropped and its view script runs in a closure that receives d3 v5 and jQuery, inlined
+    from the verified cache (``course_utils.assets``; run ``task setup`` once). Each
+    library runs with ``define``/``module``/``exports`` hidden, so it neither registers
+    with a page's AMD loader nor clobbers a page's own ``d3``/``$``. The random element id
+    is replaced by one derived from the content and the call order, so re-running a
+    notebook gives byte-identical output.
+    """
+    from course_utils import assets
+
+    html, removed = _CDN_SCRIPT.subn("", html)
+    match = _BERTVIZ_SCRIPT.search(html)
+    if removed != 1 or match is None:
+        raise ValueError(
+            "unexpected bertviz HTML: expected one CDN <script src> tag and one inline view "
+            f"script, found {removed} CDN tag(s) and {'a' if match else 'no'} view script "
+            "(was bertviz upgraded from 1.4.1?)"
+        )
+    view_js, replaced = _BERTVIZ_REQUIRE.subn("(function ($, d3) {", match.group(1))
+    # bertviz's template marker also sits in a comment, which gets a second copy of all the
+    # attention weights: drop that comment (half the data of every view).
+    view_js = _BERTVIZ_PARAMS_COMMENT.sub("", view_js)
+    end = view_js.rstrip().rfind("});")
+    if replaced != 1 or end < 0:
+        raise ValueError("unexpected bertviz view script: its requirejs(...) wrapper changed")
+    view_js = view_js[:end] + "})(lib.$, lib.d3);"
+    d3_js, jquery_js = assets.read_js(assets.D3_V5), assets.read_js(assets.JQUERY)
+    script = (
+        "(function () {\n"
+        "var lib = {};\n"
+        f"/* d3@{assets.D3_V5.version} (BSD-3-Clause) */\n"
+        "(function (define, module, exports) {\n" + d3_js + "\n}).call(lib);\n"
+        f"/* jquery@{assets.JQUERY.version} (MIT) */\n"
+        "(function (define, module, exports) {\n" + jquery_js + "\n}).call(lib);\n"
+        "lib.$ = window.jQuery.noConflict(true);\n"
+        + view_js + "\n})();"
+    )
+    script = f'<script type="text/javascript">\n{_script_safe(script)}\n</script>\n'
+    html = html[: match.start()] + script + html[match.end():]
+    digest = hashlib.sha256(
+        (_BERTVIZ_ID.sub("", html) + f"#{next(_bertviz_calls)}").encode()
+    ).hexdigest()[:12]
+    return _BERTVIZ_ID.sub(f"bertviz-{kind}-{digest}", html)
+
+
+def _bertviz_inputs(attentions, tokens: Sequence[str], decimals: int) -> list[torch.Tensor]:
+    stack = np.round(_attention_stack(attentions, tokens), decimals)  # short, stable JSON
+    return [torch.from_numpy(layer[None]) for layer in stack]  # L x (1, H, T, T)
+
+
+def bertviz_head_view(
+    attentions,
+    tokens: Sequence[str],
+    layer: int | None = None,
+    heads: Sequence[int] | None = None,
+    include_layers: Sequence[int] | None = None,
+    decimals: int = 3,
+):
+    """bertviz's head view, rendering offline; returns an ``IPython.display.HTML``.
+
+    ``attentions``: per-layer ``(1, H, T, T)`` maps (``outputs.attentions``) or one
+    ``(L, H, T, T)`` array; weights are rounded to ``decimals`` (smaller, reproducible
+    output). Costs ~330 KB of inlined JavaScript per view: show one or two per notebook.
+    """
+    from bertviz import head_view
+    from IPython.display import HTML
+
+    html = head_view(
+        _bertviz_inputs(attentions, tokens, decimals), list(tokens), layer=layer,
+        heads=None if heads is None else list(heads),
+        include_layers=None if include_layers is None else list(include_layers),
+        html_action="return",
+    ).data
+    return HTML(bertviz_offline(html, "head"))
+
+
+def bertviz_model_view(
+    attentions,
+    tokens: Sequence[str],
+    include_layers: Sequence[int] | None = None,
+    include_heads: Sequence[int] | None = None,
+    display_mode: str = "light",
+    decimals: int = 3,
+):
+    """bertviz's model view (every layer x head as thumbnails), rendering offline.
+
+    Same inputs as ``bertviz_head_view``; ``include_layers``/``include_heads`` shrink it.
+    """
+    from bertviz import model_view
+    from IPython.display import HTML
+
+    html = model_view(
+        _bertviz_inputs(attentions, tokens, decimals), list(tokens), display_mode=display_mode,
+        include_layers=None if include_layers is None else list(include_layers),
+        include_heads=None if include_heads is None else list(include_heads),
+        html_action="return",
+    ).data
+    return HTML(bertviz_offline(html, "model"))
+
+
+def standalone_page(body, title: str = "attention view") -> str:
+    """A complete HTML page around ``body`` (a string or an ``IPython`` HTML object)."""
+    body = getattr(body, "data", body)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>{html_escape(title)}</title></head>\n<body>\n{body}\n</body></html>\n"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def expected_content(path: Path) -> dict[str, int]:
             images += "image/png" in data
             html = data.get("text/html", "")
             html = "".join(html) if isinstance(html, list) else html
-            bertviz += html.count("data-course-bertviz")
+            bertviz += len(re.findall(r'<div id="bertviz-', html))
             widget_views += "application/vnd.jupyter.widget-view+json" in data
     has_state = bool(nb.metadata.get("widgets"))
     math = any(c.cell_type == "markdown" and "$" in c.source for c in nb.cells)
@@ -94,7 +95,7 @@ def expected_content(path: Path) -> dict[str, int]:
 
 RENDER_PROBE = """
 const imgs = [...document.querySelectorAll('.jp-OutputArea-output img')];
-const views = [...document.querySelectorAll('[data-course-bertviz]')];
+const views = [...document.querySelectorAll('div[id^="bertviz-"]')];
 return {
   images: imgs.length,
   decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,

@@ -126,12 +126,12 @@ def build(out: Path) -> list[Path]:
     pages = [(page, title) for _, _, page, title, _ in entries]
 
     written = []
-    for index, (path, nb, page, title, _) in enumerate(entries):
+    for index, (_, nb, page, title, _) in enumerate(entries):
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
         # Links between notebooks point at .ipynb files; on the site they are pages.
         body = re.sub(r'href="(\d\d_[\w-]+)\.ipynb', r'href="\1.html', body)
-        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav_bar(pages, index), body,
-                      count=1)
+        nav = nav_bar(pages, index)
+        body = re.sub(r"(<body[^>]*>)", lambda m, nav=nav: m.group(1) + nav, body, count=1)
         target = out / page
         target.write_text(body, encoding="utf-8")
         written.append(target)

@@ -1,0 +1,71 @@
+"""Notebook 04's checkers pass the references and name the typical mistakes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from course_utils.exercises.nb04 import check_antecedent_attention, check_attention, check_softmax
+from course_utils.solutions import nb04 as solutions
+
+
+@pytest.fixture(autouse=True)
+def _learner_mode(monkeypatch):
+    monkeypatch.setenv("COURSE_FILL_SOLUTIONS", "0")
+
+
+def _message(result):
+    assert not result.passed
+    return result.message
+
+
+def test_softmax_reference_passes():
+    assert check_softmax(solutions.softmax).passed
+
+
+def test_softmax_mistakes():
+    naive = check_softmax(lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True))
+    assert "subtract each row's max" in _message(naive)
+    wrong_axis = check_softmax(lambda x: np.exp(x - x.max()) / np.exp(x - x.max()).sum(0, keepdims=True))
+    assert "last axis" in _message(wrong_axis)
+
+
+def test_softmax_stub_is_not_attempted():
+    def stub(x):
+        raise NotImplementedError
+
+    assert "not attempted" in _message(check_softmax(stub))
+
+
+def test_attention_reference_passes():
+    assert check_attention(solutions.attention).passed
+
+
+@pytest.mark.parametrize(
+    "wrong, needle",
+    [
+        (lambda q, k, v: solutions.softmax(q @ k.T) @ v, "√d"),
+        (lambda q, k, v: solutions.softmax(q @ k.T / q.shape[-1]) @ v, "divided by d"),
+        (lambda q, k, v: solutions.softmax(q @ k.T / np.sqrt(q.shape[-1])), "weights"),
+        (lambda q, k, v: (q @ k.T / np.sqrt(q.shape[-1])) @ v, "no softmax"),
+    ],
+)
+def test_attention_mistakes(wrong, needle):
+    assert needle in _message(check_attention(wrong))
+
+
+def test_antecedent_reference_passes():
+    assert check_antecedent_attention(solutions.antecedent_attention).passed
+
+
+def test_antecedent_mistakes():
+    def transposed(maps, query, key):
+        return solutions.antecedent_attention(maps, key, query)
+
+    assert "rows are queries" in _message(check_antecedent_attention(transposed))
+
+    def flat_index(maps, query, key):
+        weights = maps[:, :, query, key]
+        return int(weights.argmax()), 0, float(weights.max())
+
+    assert "unravel_index" in _message(check_antecedent_attention(flat_index))
