@@ -1,0 +1,81 @@
+"""Checkers of notebooks 05–06 pass the references and diagnose the typical mistakes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_utils.exercises import nb05, nb06
+from course_utils.solutions import nb05 as sol05
+from course_utils.solutions import nb06 as sol06
+
+
+@pytest.fixture(autouse=True)
+def learner_mode(monkeypatch):
+    monkeypatch.setenv("COURSE_FILL_SOLUTIONS", "0")
+
+
+def test_references_pass():
+    assert nb05.check_split_heads(sol05.split_heads).passed
+    assert nb05.check_repeat_kv_heads(sol05.repeat_kv_heads).passed
+    assert nb06.check_causal_padding_mask(sol06.causal_padding_mask).passed
+    assert nb06.check_sliding_window(sol06.sliding_window).passed
+
+
+def test_split_heads_mistakes():
+    no_transpose = nb05.check_split_heads(lambda x, h: x.view(x.shape[0], x.shape[1], h, -1))
+    assert not no_transpose.passed and "transpose" in no_transpose.message
+    direct = nb05.check_split_heads(lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1))
+    assert not direct.passed and "mixes positions" in direct.message
+
+
+def test_repeat_kv_heads_mistakes():
+    tiled = nb05.check_repeat_kv_heads(lambda kv, h: kv.repeat(1, h // kv.shape[1], 1, 1))
+    assert not tiled.passed and "h // group" in tiled.message
+    unchanged = nb05.check_repeat_kv_heads(lambda kv, h: kv)
+    assert not unchanged.passed and "shape" in unchanged.message
+
+
+def test_causal_padding_mask_mistakes():
+    def no_head_axis(attention_mask):
+        return sol06.causal_padding_mask(attention_mask)[:, 0]
+
+    def no_causal(attention_mask):
+        t = attention_mask.shape[1]
+        return attention_mask.bool()[:, None, None, :].expand(-1, 1, t, t)
+
+    def no_padding(attention_mask):
+        b, t = attention_mask.shape
+        return torch.ones(t, t, dtype=torch.bool).tril().expand(b, 1, t, t)
+
+    for wrong, words in ((no_head_axis, "head axis"), (no_causal, "later key"),
+                         (no_padding, "padding key")):
+        result = nb06.check_causal_padding_mask(wrong)
+        assert not result.passed and words in result.message, result.message
+    as_int = nb06.check_causal_padding_mask(lambda m: sol06.causal_padding_mask(m).long())
+    assert not as_int.passed and "boolean" in as_int.message
+
+
+def test_sliding_window_mistakes():
+    def off_by_one(n, window):
+        i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+        return (j <= i) & (j >= i - window)
+
+    def symmetric(n, window):
+        i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+        return (i - j).abs() < window
+
+    result = nb06.check_sliding_window(off_by_one)
+    assert not result.passed and "off-by-one" in result.message
+    result = nb06.check_sliding_window(symmetric)
+    assert not result.passed and "later key" in result.message
+
+
+def test_not_attempted_is_reported():
+    def stub(*args):
+        raise NotImplementedError
+
+    for check in (nb05.check_split_heads, nb05.check_repeat_kv_heads,
+                  nb06.check_causal_padding_mask, nb06.check_sliding_window):
+        result = check(stub)
+        assert not result.passed and "not attempted" in result.message
