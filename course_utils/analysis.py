@@ -1,0 +1,648 @@
+"""What attention heads do, measured (notebooks 11–12).
+
+Conventions: an attention map is a tensor ``(..., T, T)`` of weights, rows = queries, columns
+= keys, each row summing to 1 (or 0 for a fully masked row). Leading dims are free: one
+head ``(T, T)``, a layer ``(H, T, T)``, a batch ``(B, H, T, T)``. Every score below reduces
+the last two axes and keeps the leading ones, so ``score(weights)`` of a ``(B, H, T, T)``
+tensor is ``(B, H)``; average over the batch axis yourself.
+
+- **Pattern features** (encoder heads): ``diagonal_score``, ``offset_score`` (previous /
+  next token), ``key_mass`` ([CLS], [SEP], punctuation), ``mean_distance``,
+  ``attention_entropy``; ``head_features`` stacks them for a whole model; ``rule_labels``
+  names heads with transparent thresholds.
+- **Circuit scores** (decoder heads): ``previous_token_score``, ``duplicate_token_score``,
+  ``prefix_matching_score``, ``induction_score`` (+ ``uniform_induction_baseline``).
+- **Ablations**: ``ablate_heads`` zeroes chosen heads' outputs (a pre-hook on the output
+  projection, i.e. the concatenated heads are masked before W_O), ``skip_layers`` makes
+  layers the identity; ``head_ablation_effects`` / ``layer_ablation_effects`` loop them.
+- ``AttentionOnlyTransformer``: the 2-layer, attention-only decoder of the induction-head
+  experiment, and ``repeated_block_batch`` its data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_utils.attention import MultiHeadAttention
+from course_utils.masks import causal_mask
+
+# ----------------------------------------------------------------------------------------
+# input checks
+
+
+def _check_weights(weights: torch.Tensor, square: bool = True) -> torch.Tensor:
+    weights = torch.as_tensor(weights)
+    if weights.dim() < 2:
+        raise ValueError(
+            f"attention weights must have shape (..., T_query, T_key), got {tuple(weights.shape)}"
+        )
+    if square and weights.shape[-1] != weights.shape[-2]:
+        raise ValueError(
+            "self-attention weights must be square (..., T, T), got "
+            f"{tuple(weights.shape)}"
+        )
+    if not weights.is_floating_point():
+        raise ValueError(f"attention weights must be floating point, got {weights.dtype}")
+    return weights
+
+
+def _check_tokens(tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    tokens = torch.as_tensor(tokens)
+    seq_len = weights.shape[-1]
+    if tokens.dim() not in (1, 2) or tokens.shape[-1] != seq_len:
+        raise ValueError(
+            f"tokens must have shape (T,) or (B, T) with T={seq_len} (weights "
+            f"{tuple(weights.shape)}), got {tuple(tokens.shape)}"
+        )
+    if tokens.dim() == 2 and (weights.dim() < 3 or weights.shape[0] != tokens.shape[0]):
+        raise ValueError(
+            f"tokens of shape (B={tokens.shape[0]}, T) need weights (B, ..., T, T), got "
+            f"{tuple(weights.shape)}"
+        )
+    return tokens
+
+
+def _align(per_batch: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(T, T)`` or ``(B, T, T)`` key mask to broadcast against weights."""
+    if per_batch.dim() == 2:
+        return per_batch
+    extra = weights.dim() - 3  # head axes between batch and (T, T)
+    return per_batch.reshape(per_batch.shape[0], *([1] * extra), *per_batch.shape[1:])
+
+
+def _masked_row_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Mean over the query axis (-1 of ``values (..., T)``) of the rows where ``rows``."""
+    rows = rows.to(values.dtype)
+    count = rows.sum(-1)
+    if torch.any(count == 0):
+        raise ValueError("no query position qualifies for this score (sequence too short?)")
+    return (values * rows).sum(-1) / count
+
+
+# ----------------------------------------------------------------------------------------
+# pattern features
+
+
+def attention_entropy(weights: torch.Tensor, normalise: bool = False) -> torch.Tensor:
+    """Mean row entropy in nats: ``-Σ_j a_ij log a_ij`` averaged over queries i.
+
+    ``(..., T, T) -> (...)``. ``0 · log 0`` counts as 0. A one-hot row has entropy 0, a
+    uniform row over n keys has ``log n``. ``normalise=True`` divides each row's entropy by
+    ``log(number of keys it could see)`` (its non-zero count is not used: a causal row i
+    sees i + 1 keys, a bidirectional row T), giving values in [0, 1] comparable across
+    lengths. Rows with a single key (entropy 0 / log 1) are skipped when normalising.
+    """
+    weights = _check_weights(weights, square=False)
+    plogp = torch.where(weights > 0, weights * weights.clamp_min(1e-30).log(), 0.0)
+    row_entropy = -plogp.sum(-1)  # (..., T)
+    if not normalise:
+        return row_entropy.mean(-1)
+    seq_len = weights.shape[-1]
+    causal = bool(torch.all(weights.triu(1) == 0)) and weights.shape[-2] == seq_len
+    keys = torch.arange(1, seq_len + 1) if causal else torch.full((weights.shape[-2],), seq_len)
+    rows = keys > 1
+    ratio = torch.where(rows, row_entropy / keys.clamp_min(2).log().to(weights.dtype), 0.0)
+    return _masked_row_mean(ratio, rows)
+
+
+def offset_score(weights: torch.Tensor, offset: int) -> torch.Tensor:
+    """Mean attention from each query i to key i + offset, over queries where it exists.
+
+    ``offset=-1`` is the previous token, ``+1`` the next token, ``0`` the diagonal.
+    ``(..., T, T) -> (...)``; a perfect previous-token head scores 1, uniform
+    bidirectional attention over T keys scores 1/T.
+    """
+    weights = _check_weights(weights)
+    seq_len = weights.shape[-1]
+    if not isinstance(offset, int) or abs(offset) >= seq_len:
+        raise ValueError(f"offset must be an int with |offset| < T={seq_len}, got {offset!r}")
+    return torch.diagonal(weights, offset=offset, dim1=-2, dim2=-1).mean(-1)
+
+
+def diagonal_score(weights: torch.Tensor) -> torch.Tensor:
+    """Mean attention of each token to itself, ``(..., T, T) -> (...)``."""
+    return offset_score(weights, 0)
+
+
+def previous_token_score(weights: torch.Tensor) -> torch.Tensor:
+    """Mean attention from token i to token i - 1 (queries 1..T-1), ``(..., T, T) -> (...)``."""
+    return offset_score(weights, -1)
+
+
+def key_mass(weights: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """Mean (over queries) total attention on the keys where ``key_mask`` is True.
+
+    ``key_mask``: ``(T,)`` or ``(B, T)`` boolean (e.g. "is [CLS]", "is [SEP] or
+    punctuation"). ``(..., T, T) -> (...)``.
+    """
+    weights = _check_weights(weights, square=False)
+    key_mask = torch.as_tensor(key_mask)
+    if key_mask.dtype != torch.bool or key_mask.shape[-1] != weights.shape[-1]:
+        raise ValueError(
+            f"key_mask must be boolean with last dim T={weights.shape[-1]}, got dtype "
+            f"{key_mask.dtype} and shape {tuple(key_mask.shape)}"
+        )
+    if key_mask.dim() == 2:
+        key_mask = _align(key_mask[:, None, :], weights)  # (B, 1.., 1, T)
+    return (weights * key_mask.to(weights.dtype)).sum(-1).mean(-1)
+
+
+def mean_distance(weights: torch.Tensor) -> torch.Tensor:
+    """Mean attention-weighted distance ``Σ_j a_ij |i - j|`` in tokens, averaged over i."""
+    weights = _check_weights(weights)
+    seq_len = weights.shape[-1]
+    positions = torch.arange(seq_len, dtype=weights.dtype)
+    distance = (positions[:, None] - positions[None, :]).abs()  # (T, T)
+    return (weights * distance).sum(-1).mean(-1)
+
+
+FEATURE_NAMES = ("diagonal", "previous", "next", "cls", "sep_punct", "distance", "entropy")
+
+
+def head_features(
+    attentions: Sequence[torch.Tensor],
+    cls_mask: torch.Tensor,
+    delimiter_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Pattern features of every head of one sequence: ``(L, H, len(FEATURE_NAMES))``.
+
+    ``attentions``: one ``(H, T, T)`` (or ``(1, H, T, T)``) map per layer, for a sequence
+    without padding. ``cls_mask`` / ``delimiter_mask``: ``(T,)`` booleans for [CLS] and for
+    [SEP] + punctuation. Features, in ``FEATURE_NAMES`` order: mass on the diagonal, on the
+    previous token, on the next token, on [CLS], on [SEP]/punctuation, the mean attention
+    distance divided by T (so lengths compare), and the normalised entropy (0..1).
+    """
+    rows = []
+    for layer in attentions:
+        layer = _check_weights(layer)
+        if layer.dim() == 4:
+            if layer.shape[0] != 1:
+                raise ValueError(f"one sequence at a time: got a batch of {layer.shape[0]}")
+            layer = layer[0]
+        seq_len = layer.shape[-1]
+        rows.append(
+            torch.stack(
+                [
+                    diagonal_score(layer),
+                    offset_score(layer, -1),
+                    offset_score(layer, 1),
+                    key_mass(layer, cls_mask),
+                    key_mass(layer, delimiter_mask),
+                    mean_distance(layer) / seq_len,
+                    attention_entropy(layer, normalise=True),
+                ],
+                dim=-1,
+            )
+        )
+    return torch.stack(rows)  # (L, H, F)
+
+
+RULE_LABELS = ("delimiter", "positional", "local", "broad")
+
+
+@dataclass
+class Rules:
+    """Thresholds of ``rule_labels`` (applied in this order, first match wins)."""
+
+    delimiter: float = 0.5  # [CLS] + [SEP]/punct mass at least this -> "delimiter"
+    positional: float = 0.5  # previous, next or self mass at least this -> "positional"
+    local_distance: float = 0.12  # mean distance / T at most this -> "local"; else "broad"
+
+
+def rule_labels(features: torch.Tensor, rules: Rules | None = None) -> list[str]:
+    """Transparent labels for heads from their ``head_features`` rows ``(..., F)``.
+
+    delimiter: most attention goes to [CLS]/[SEP]/punctuation (a "no-op" sink);
+    positional: most attention goes to a fixed relative position (previous, next, self);
+    local: attention spread over nearby tokens; broad: everything else (long-range).
+    Returns a flat list (row-major over the leading dims).
+    """
+    rules = rules or Rules()
+    if features.shape[-1] != len(FEATURE_NAMES):
+        raise ValueError(f"features must end in {len(FEATURE_NAMES)} columns, got {tuple(features.shape)}")
+    f = {name: features[..., i].reshape(-1) for i, name in enumerate(FEATURE_NAMES)}
+    labels = []
+    for k in range(f["cls"].numel()):
+        if f["cls"][k] + f["sep_punct"][k] >= rules.delimiter:
+            labels.append("delimiter")
+        elif max(f["previous"][k], f["next"][k], f["diagonal"][k]) >= rules.positional:
+            labels.append("positional")
+        elif f["distance"][k] <= rules.local_distance:
+            labels.append("local")
+        else:
+            labels.append("broad")
+    return labels
+
+
+def best_matching_agreement(labels_a: Sequence, labels_b: Sequence) -> tuple[float, dict]:
+    """Share of items on which two labelings agree under the best one-to-one matching of
+    their label names (Hungarian algorithm). Returns ``(agreement, {a_label: b_label})``."""
+    from scipy.optimize import linear_sum_assignment
+
+    if len(labels_a) != len(labels_b) or not labels_a:
+        raise ValueError(f"need two non-empty labelings of equal length, got {len(labels_a)} and {len(labels_b)}")
+    names_a, names_b = sorted(set(labels_a), key=str), sorted(set(labels_b), key=str)
+    table = np.zeros((len(names_a), len(names_b)), dtype=int)
+    for a, b in zip(labels_a, labels_b, strict=True):
+        table[names_a.index(a), names_b.index(b)] += 1
+    rows, cols = linear_sum_assignment(-table)
+    matched = int(table[rows, cols].sum())
+    return matched / len(labels_a), {names_a[r]: names_b[c] for r, c in zip(rows, cols, strict=True)}
+
+
+# ----------------------------------------------------------------------------------------
+# circuit scores (decoders)
+
+
+def duplicate_token_score(weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Attention from token i to *earlier copies of the same token* (keys j < i with
+    ``tokens[j] == tokens[i]``), averaged over the queries that have such a copy.
+
+    weights ``(..., T, T)`` (or ``(B, ..., T, T)`` with tokens ``(B, T)``); tokens ``(T,)`` or
+    ``(B, T)``. Returns ``(...)`` (batch axis averaged when tokens are batched).
+    """
+    weights = _check_weights(weights)
+    tokens = _check_tokens(tokens, weights)
+    seq_len = weights.shape[-1]
+    earlier = torch.ones(seq_len, seq_len, dtype=torch.bool).tril(-1)
+    same = tokens[..., :, None] == tokens[..., None, :]  # (..., Tq, Tk)
+    return _token_set_score(weights, same & earlier)
+
+
+def prefix_matching_score(weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Attention from token i to keys j whose *previous* token equals token i
+    (``tokens[j - 1] == tokens[i]``, j ≤ i): "find where I occurred before and look at what
+    came next", the attention pattern of an induction head. Averaged over queries that
+    have such a key. Shapes as ``duplicate_token_score``.
+    """
+    weights = _check_weights(weights)
+    tokens = _check_tokens(tokens, weights)
+    seq_len = weights.shape[-1]
+    # key j qualifies when tokens[j-1] == tokens[i] and j-1 < i
+    shifted_same = tokens[..., :, None] == tokens[..., None, :-1]  # (..., Tq, Tk-1): key j-1
+    candidates = torch.zeros(*shifted_same.shape[:-1], seq_len, dtype=torch.bool)
+    candidates[..., 1:] = shifted_same
+    before = torch.ones(seq_len, seq_len, dtype=torch.bool).tril(0)
+    return _token_set_score(weights, candidates & before)
+
+
+def _token_set_score(weights: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Mean over queries with a non-empty key set of the attention mass on that set;
+    batch-averaged when ``keys`` is ``(B, T, T)`` (then weights are ``(B, ..., T, T)``)."""
+    batched = keys.dim() == 3
+    keys = _align(keys, weights)
+    mass = (weights * keys.to(weights.dtype)).sum(-1)  # (..., Tq)
+    has = keys.any(-1).expand_as(mass)
+    count = has.sum(-1)
+    if torch.any(count == 0):
+        raise ValueError("no query has a qualifying key (no repeated tokens in the sequence?)")
+    score = (mass * has).sum(-1) / count
+    return score.mean(0) if batched else score
+
+
+def _as_batch(value, batch: int, name: str) -> torch.Tensor:
+    value = torch.as_tensor(value)
+    if value.dim() == 0:
+        value = value.expand(batch)
+    if value.shape != (batch,) or value.dtype.is_floating_point:
+        raise ValueError(f"{name} must be an int or a (B={batch},) integer tensor, got {value!r}")
+    return value.long()
+
+
+def induction_score(
+    weights: torch.Tensor, first_start: int | torch.Tensor, block_len: int | torch.Tensor
+) -> torch.Tensor:
+    """Induction score on ``[prefix, block, block]`` sequences.
+
+    The first copy of the block starts at ``first_start`` and has ``block_len`` tokens; the
+    second copy starts at ``first_start + block_len``. For each query i in the second copy,
+    the token after the earlier occurrence of token i sits at ``i - block_len + 1``: the
+    score is the mean attention on that key over the second copy.
+
+    weights ``(B, ..., T, T)``; ``first_start``/``block_len`` ints or ``(B,)`` tensors (each
+    sequence may have its own block). Returns ``(...)``, averaged over the batch. A perfect
+    induction head scores 1; uniform causal attention scores
+    ``uniform_induction_baseline(...)``.
+    """
+    weights = _check_weights(weights)
+    if weights.dim() < 3:
+        weights = weights[None]
+    batch, seq_len = weights.shape[0], weights.shape[-1]
+    starts = _as_batch(first_start, batch, "first_start")
+    lengths = _as_batch(block_len, batch, "block_len")
+    if torch.any(lengths < 1) or torch.any(starts < 0) or torch.any(starts + 2 * lengths > seq_len):
+        raise ValueError(
+            f"each sequence needs 0 <= first_start and first_start + 2 * block_len <= T={seq_len}; "
+            f"got first_start {starts.tolist()} and block_len {lengths.tolist()}"
+        )
+    query = torch.arange(seq_len)
+    scores = []
+    for b in range(batch):
+        second = starts[b] + lengths[b]
+        rows = query[second : second + lengths[b]]  # queries in the second copy
+        keys = rows - lengths[b] + 1
+        scores.append(weights[b][..., rows, keys].mean(-1))
+    return torch.stack(scores).mean(0)
+
+
+def uniform_induction_baseline(
+    first_start: int | torch.Tensor, block_len: int | torch.Tensor, batch: int | None = None
+) -> float:
+    """``induction_score`` of uniform causal attention (query i spreads 1/(i+1) over keys
+    0..i): the chance level the learned heads are compared with."""
+    starts, lengths = torch.as_tensor(first_start), torch.as_tensor(block_len)
+    if batch is None:
+        batch = max(starts.numel(), lengths.numel())
+    starts, lengths = _as_batch(starts, batch, "first_start"), _as_batch(lengths, batch, "block_len")
+    total = 0.0
+    for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+        rows = range(start + length, start + 2 * length)
+        total += sum(1.0 / (i + 1) for i in rows) / length
+    return total / batch
+
+
+# ----------------------------------------------------------------------------------------
+# ablations
+
+
+def head_output_projections(model: nn.Module) -> list[tuple[nn.Linear, int]]:
+    """``(output projection, number of heads)`` per layer, in layer order.
+
+    The output projection W_O reads the concatenated heads ``[head_0 | head_1 | ...]``, so
+    zeroing a slice of its *input* removes exactly one head's contribution. Supports
+    course models (``course_utils.attention.MultiHeadAttention``), BERT-like
+    (``encoder.layer[i].attention.output.dense``) and Llama-like
+    (``layers[i].self_attn.o_proj``) transformers models.
+    """
+    course = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    if course:
+        return [(m.out_proj, m.num_heads) for m in course]
+    base = getattr(model, "base_model", model)
+    config = getattr(model, "config", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if heads is not None and hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
+        return [(layer.attention.output.dense, heads) for layer in base.encoder.layer]
+    if heads is not None and hasattr(base, "layers"):
+        return [(layer.self_attn.o_proj, heads) for layer in base.layers]
+    raise ValueError(
+        f"don't know where the heads of a {type(model).__name__} are: expected course "
+        "MultiHeadAttention modules, a BERT-like encoder.layer or a Llama-like layers list"
+    )
+
+
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks (BERT ``encoder.layer``, Llama ``layers``, or a course
+    model's ``blocks``/``layers``)."""
+    base = getattr(model, "base_model", model)
+    if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
+        return base.encoder.layer
+    for owner in (base, getattr(base, "encoder", None), getattr(base, "model", None)):
+        for name in ("layers", "blocks"):
+            found = getattr(owner, name, None) if owner is not None else None
+            if isinstance(found, nn.ModuleList):
+                return found
+    raise ValueError(f"can't find the transformer blocks of a {type(model).__name__}")
+
+
+def _parse_heads(heads: Iterable[tuple[int, int]], projections) -> dict[int, list[int]]:
+    by_layer: dict[int, list[int]] = {}
+    for item in heads:
+        try:
+            layer, head = item
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"heads must be (layer, head) pairs, got {item!r}") from error
+        if not 0 <= layer < len(projections) or not 0 <= head < projections[layer][1]:
+            raise ValueError(
+                f"head ({layer}, {head}) out of range: the model has {len(projections)} layers "
+                f"of {projections[0][1]} heads"
+            )
+        by_layer.setdefault(layer, []).append(head)
+    return by_layer
+
+
+@contextlib.contextmanager
+def ablate_heads(model: nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
+    """Inside the ``with`` block, the given ``(layer, head)`` heads output zero.
+
+    Implemented as a forward pre-hook on each layer's output projection that zeroes the
+    head's slice of the concatenated head outputs (what a "head mask" of 0 does).
+    """
+    projections = head_output_projections(model)
+    by_layer = _parse_heads(heads, projections)
+    handles = []
+
+    def make_hook(head_list: list[int], num_heads: int):
+        def hook(module, args):
+            concat = args[0]  # (B, T, H * d_head)
+            d_head = concat.shape[-1] // num_heads
+            keep = torch.ones(num_heads, d_head, dtype=concat.dtype, device=concat.device)
+            keep[head_list] = 0
+            return (concat * keep.reshape(-1), *args[1:])
+
+        return hook
+
+    try:
+        for layer, head_list in by_layer.items():
+            projection, num_heads = projections[layer]
+            handles.append(projection.register_forward_pre_hook(make_hook(head_list, num_heads)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def skip_layers(model: nn.Module, layers: Iterable[int]) -> Iterator[None]:
+    """Inside the ``with`` block, the given transformer blocks return their input unchanged
+    (the residual stream flows past them)."""
+    blocks = transformer_layers(model)
+    layers = list(layers)
+    for layer in layers:
+        if not 0 <= layer < len(blocks):
+            raise ValueError(f"layer {layer} out of range: the model has {len(blocks)} layers")
+
+    def hook(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+        if isinstance(output, tuple):
+            return (hidden, *output[1:])
+        return hidden
+
+    handles = [blocks[i].register_forward_hook(hook, with_kwargs=True) for i in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def head_ablation_effects(
+    model: nn.Module, metric: Callable[[], float], layers: Sequence[int] | None = None
+) -> torch.Tensor:
+    """``metric()`` with each head ablated, minus ``metric()`` of the intact model.
+
+    Returns ``(L, H)``; layers not in ``layers`` (default all) are NaN. ``metric`` runs the
+    model itself (e.g. a loss, or 1 - cosine to the intact output), so positive = the head
+    mattered for it.
+    """
+    projections = head_output_projections(model)
+    layers = list(range(len(projections))) if layers is None else list(layers)
+    num_heads = projections[0][1]
+    effects = torch.full((len(projections), num_heads), float("nan"))
+    with torch.no_grad():
+        clean = metric()
+        for layer in layers:
+            for head in range(num_heads):
+                with ablate_heads(model, [(layer, head)]):
+                    effects[layer, head] = metric() - clean
+    return effects
+
+
+def layer_ablation_effects(model: nn.Module, metric: Callable[[], float]) -> torch.Tensor:
+    """``(L,)``: ``metric()`` with each block skipped, minus the intact ``metric()``."""
+    blocks = transformer_layers(model)
+    with torch.no_grad():
+        clean = metric()
+        effects = []
+        for layer in range(len(blocks)):
+            with skip_layers(model, [layer]):
+                effects.append(metric() - clean)
+    return torch.tensor(effects)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings ``(B, d)``: the mean of ``(B, T, d)`` token vectors over real
+    tokens (how sentence-transformers pools all-MiniLM-L6-v2), L2-normalised."""
+    if hidden.dim() != 3 or attention_mask.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"expected hidden (B, T, d) and attention_mask (B, T), got {tuple(hidden.shape)} "
+            f"and {tuple(attention_mask.shape)}"
+        )
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+    return F.normalize(pooled, dim=-1)
+
+
+def antecedent_preference(
+    attention_rows: torch.Tensor, first: int, second: int
+) -> torch.Tensor:
+    """How much more a query attends to key ``first`` than to key ``second``:
+    ``rows[..., first] - rows[..., second]``, for rows ``(..., T)`` (e.g. the "it" row of
+    every head, ``(L, H, T)``). Positive = prefers ``first``."""
+    if attention_rows.shape[-1] <= max(first, second):
+        raise ValueError(f"key positions {first}, {second} out of range for rows of length {attention_rows.shape[-1]}")
+    return attention_rows[..., first] - attention_rows[..., second]
+
+
+# ----------------------------------------------------------------------------------------
+# the induction-head experiment
+
+
+def repeated_block_batch(
+    batch: int,
+    seq_len: int,
+    vocab: int,
+    min_block: int,
+    max_block: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random ``[prefix, block, block]`` sequences of ``seq_len`` tokens.
+
+    Each sequence gets its own block length in ``[min_block, max_block]``; the prefix
+    (length ``seq_len - 2 * block_len``) and the block are uniform random tokens. Returns
+    ``(tokens (B, T), first_start (B,), block_len (B,))``: the first copy starts at
+    ``first_start`` = prefix length.
+    """
+    if not 1 <= min_block <= max_block or 2 * max_block > seq_len:
+        raise ValueError(
+            f"need 1 <= min_block <= max_block and 2 * max_block <= seq_len; got "
+            f"min_block={min_block}, max_block={max_block}, seq_len={seq_len}"
+        )
+    lengths = torch.randint(min_block, max_block + 1, (batch,), generator=generator)
+    tokens = torch.randint(0, vocab, (batch, seq_len), generator=generator)
+    starts = seq_len - 2 * lengths
+    for b in range(batch):
+        s, n = int(starts[b]), int(lengths[b])
+        tokens[b, s + n : s + 2 * n] = tokens[b, s : s + n]
+    return tokens, starts, lengths
+
+
+def repeated_half_mask(seq_len: int, first_start: torch.Tensor, block_len: torch.Tensor) -> torch.Tensor:
+    """``(B, T - 1)`` boolean: next-token targets that are predictable by copying (the
+    tokens of the second copy after its first). Position p of the mask = predicting
+    token p + 1 from tokens 0..p."""
+    target = torch.arange(1, seq_len)  # target positions 1..T-1
+    second = (first_start + block_len)[:, None]
+    return (target > second) & (target < second + block_len[:, None])
+
+
+@dataclass
+class AttentionOnlyConfig:
+    vocab_size: int = 64
+    seq_len: int = 48
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 2
+    positions: str = "learned"  # "learned" (added to the embeddings) or "rope" (rotary, in attention)
+
+    def __post_init__(self) -> None:
+        if self.positions not in ("learned", "rope"):
+            raise ValueError(f"positions must be 'learned' or 'rope', got {self.positions!r}")
+
+
+class AttentionOnlyBlock(nn.Module):
+    """x + attention(LayerNorm(x)): a pre-norm block with no MLP."""
+
+    def __init__(self, config: AttentionOnlyConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+        rope_base = 10000.0 if config.positions == "rope" else None
+        self.attn = MultiHeadAttention(config.d_model, config.num_heads, rope_base=rope_base)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, weights = self.attn(self.norm(x), mask=mask)  # (B, T, C), (B, H, T, T)
+        return x + out, weights
+
+
+class AttentionOnlyTransformer(nn.Module):
+    """A causal, attention-only decoder: embeddings + learned positions, pre-norm
+    attention blocks without MLPs, a final LayerNorm and an unembedding. Forward returns
+    logits ``(B, T, V)``; ``forward_with_attention`` also returns each layer's
+    ``(B, H, T, T)`` weights."""
+
+    def __init__(self, config: AttentionOnlyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.position_embedding = (
+            nn.Embedding(config.seq_len, config.d_model) if config.positions == "learned" else None
+        )
+        self.layers = nn.ModuleList(AttentionOnlyBlock(config) for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+        self.unembed = nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+    def forward_with_attention(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if tokens.dim() != 2 or tokens.shape[1] > self.config.seq_len:
+            raise ValueError(
+                f"tokens must be (B, T) with T <= {self.config.seq_len}, got {tuple(tokens.shape)}"
+            )
+        seq_len = tokens.shape[1]
+        positions = torch.arange(seq_len, device=tokens.device)
+        x = self.token_embedding(tokens)  # (B, T, C)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(positions)
+        mask = causal_mask(seq_len, device=tokens.device)  # (T, T)
+        maps = []
+        for layer in self.layers:
+            x, weights = layer(x, mask)
+            maps.append(weights)
+        return self.unembed(self.norm(x)), maps  # (B, T, V)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_attention(tokens)[0]
