@@ -1,0 +1,295 @@
+"""Greedy decoding written by hand, then with a hand-written KV cache (notebook 08).
+
+- ``greedy_generate(model, input_ids, n)``: the loop ``model.generate(do_sample=False)``
+  runs, written out: run the model on the whole prefix, take the argmax of the last
+  position's logits, append, repeat. No cache: every step recomputes every position.
+- ``ScratchLlama``: a Llama-style decoder (SmolLM2, TinyLlama, ...) forward pass written
+  from scratch on a ``LlamaForCausalLM``'s own weights (RMSNorm, RoPE, grouped-query
+  attention, SwiGLU), with an explicit ``KVCache``: per layer, the keys and values of every
+  position seen so far, grown by one row per generated token.
+- ``scratch_greedy(scratch, input_ids, n, use_cache)``: greedy decoding on ``ScratchLlama``,
+  either recomputing the prefix each step or feeding only the newest token and reusing the
+  cache. Both give the same tokens; the cache changes only the cost.
+- ``measure_step_costs`` times single steps at sampled prefix lengths; ``StepCosts.estimate``
+  sums them into the total time of a long generation without running it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _check_input_ids(input_ids: torch.Tensor, max_new_tokens: int) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
+        raise ValueError(f"input_ids must be a (1, T) tensor of token ids, got {shape}")
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids is empty: expected at least one prompt token")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+
+
+@dataclass
+class GenerationResult:
+    """Prompt + generated ids ``(1, T + n)``, and the time each step took (seconds)."""
+
+    ids: torch.Tensor
+    step_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.step_seconds)
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+) -> GenerationResult:
+    """Greedy decoding without a cache: each step runs ``model`` on the whole prefix.
+
+    ``input_ids`` is ``(1, T)``. Stops after ``max_new_tokens`` or right after emitting
+    ``eos_token_id``, as ``model.generate(do_sample=False)`` does.
+    """
+    _check_input_ids(input_ids, max_new_tokens)
+    ids = input_ids
+    steps = []
+    for _ in range(max_new_tokens):
+        start = time.perf_counter()
+        logits = model(input_ids=ids, use_cache=False).logits  # (1, T, V): every position
+        next_id = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1): only the last one is used
+        ids = torch.cat([ids, next_id], dim=1)
+        steps.append(time.perf_counter() - start)
+        if eos_token_id is not None and next_id.item() == eos_token_id:
+            break
+    return GenerationResult(ids, steps)
+
+
+class KVCache:
+    """Per layer, the keys and values of every position processed so far.
+
+    ``keys[layer]`` and ``values[layer]`` are ``(B, n_kv_heads, T_seen, head_dim)``; each
+    ``append`` concatenates the new positions along ``T_seen`` and returns the full tensors.
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        if n_layers <= 0:
+            raise ValueError(f"n_layers must be positive, got {n_layers}")
+        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+
+    @property
+    def length(self) -> int:
+        """Number of positions cached (0 before the prompt is processed)."""
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys[layer] is None:
+            self.keys[layer], self.values[layer] = k, v
+        else:
+            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
+            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
+        return self.keys[layer], self.values[layer]
+
+    def nbytes(self) -> int:
+        """Memory the cache holds: 2 × layers × B × kv_heads × T × head_dim × 4 bytes (fp32)."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
+
+
+class ScratchLlama:
+    """A Llama decoder's forward pass from scratch, on a ``LlamaForCausalLM``'s weights.
+
+    Only the weights are borrowed (no copy); everything the model computes is written
+    here: embedding lookup, per layer RMSNorm -> q/k/v projections -> RoPE -> grouped-
+    query causal attention (query head h reads KV head h // group) -> output projection
+    -> residual -> RMSNorm -> SwiGLU MLP -> residual, then final RMSNorm and the LM head.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        config = model.config
+        if getattr(config, "model_type", None) != "llama":
+            raise ValueError(
+                "ScratchLlama re-implements Llama-style decoders (model_type 'llama', e.g. "
+                f"SmolLM2); got model_type {getattr(config, 'model_type', None)!r}"
+            )
+        rope = getattr(config, "rope_parameters", None) or {}
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError(f"only default RoPE is implemented, got {rope.get('rope_type')!r}")
+        if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+            raise ValueError("biased attention/MLP projections are not implemented")
+        self.model = model
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        self.group = self.n_heads // self.n_kv_heads  # query heads sharing one KV head
+        self.eps = config.rms_norm_eps
+        theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+        # RoPE: pair i of each head rotates by position * theta^(-2i/d).
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        self.n_layers = config.num_hidden_layers
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.n_layers)
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+    def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` ``(B, H, T, d)`` by its positions ``(T,)`` (the rotate-half layout)."""
+        angles = positions[:, None].float() * self.inv_freq[None, :]  # (T, d/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, d): halves rotate together
+        first, second = x.chunk(2, dim=-1)
+        rotated_half = torch.cat([-second, first], dim=-1)
+        return x * angles.cos() + rotated_half * angles.sin()
+
+    @torch.no_grad()
+    def forward(
+        self, input_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Logits ``(B, T, vocab)`` for ``input_ids`` ``(B, T)`` (``(B, 1, vocab)`` if last_only).
+
+        With a ``cache``, ``input_ids`` are the positions after the ``cache.length`` ones
+        already cached: their keys/values are appended and they attend to everything cached.
+        ``last_only`` skips the LM head for all but the last position (decoding needs no more).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+        base = self.model.model
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        positions = torch.arange(past, past + T)
+        x = base.embed_tokens.weight[input_ids]  # (B, T, C)
+        # Query i (absolute position past + i) may see keys 0 .. past + i.
+        allowed = torch.ones(T, past + T, dtype=torch.bool).tril(diagonal=past)  # (T, T_all)
+        for index, layer in enumerate(base.layers):
+            attn = layer.self_attn
+            h = self._rms_norm(x, layer.input_layernorm.weight)  # (B, T, C)
+            q = (h @ attn.q_proj.weight.T).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = (h @ attn.k_proj.weight.T).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = (h @ attn.v_proj.weight.T).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            q, k = self._rope(q, positions), self._rope(k, positions)  # (B, H, T, d), (B, Hkv, T, d)
+            if cache is not None:
+                k, v = cache.append(index, k, v)  # (B, Hkv, T_all, d): past + new positions
+            # GQA: query head h reads KV head h // group -> repeat each KV head `group` times.
+            k = k.repeat_interleave(self.group, dim=1)  # (B, H, T_all, d)
+            v = v.repeat_interleave(self.group, dim=1)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T_all)
+            scores = scores.masked_fill(~allowed, float("-inf"))
+            out = scores.softmax(dim=-1) @ v  # (B, H, T, d)
+            out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+            x = x + out @ attn.o_proj.weight.T  # residual
+            h = self._rms_norm(x, layer.post_attention_layernorm.weight)
+            mlp = layer.mlp
+            gated = nn.functional.silu(h @ mlp.gate_proj.weight.T) * (h @ mlp.up_proj.weight.T)
+            x = x + gated @ mlp.down_proj.weight.T  # residual
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        x = self._rms_norm(x, base.norm.weight)
+        return x @ self.model.lm_head.weight.T  # (B, T, vocab)
+
+    __call__ = forward
+
+
+@torch.no_grad()
+def scratch_greedy(
+    scratch: ScratchLlama,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    use_cache: bool = True,
+    eos_token_id: int | None = None,
+) -> GenerationResult:
+    """Greedy decoding on ``ScratchLlama``, with or without the hand-written KV cache.
+
+    Without the cache, step s runs all ``T + s`` positions; with it, the first step runs
+    the prompt (filling the cache) and each later step runs only the newest token. Either
+    way only the last position goes through the LM head, so the cache is the only difference.
+    """
+    _check_input_ids(input_ids, max_new_tokens)
+    cache = scratch.new_cache() if use_cache else None
+    ids, feed = input_ids, input_ids
+    steps = []
+    for _ in range(max_new_tokens):
+        start = time.perf_counter()
+        logits = scratch(feed if use_cache else ids, cache, last_only=True)  # (1, 1, V)
+        next_id = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1)
+        ids = torch.cat([ids, next_id], dim=1)
+        feed = next_id  # with a cache, the next step needs only the new token
+        steps.append(time.perf_counter() - start)
+        if eos_token_id is not None and next_id.item() == eos_token_id:
+            break
+    return GenerationResult(ids, steps)
+
+
+@dataclass
+class StepCosts:
+    """Seconds per decoding step, measured at sampled prefix lengths.
+
+    ``no_cache[i]``: one step without a cache at ``prefix[i]`` tokens (all of them are run;
+    this is also the cost of the cached loop's first step, the prompt "prefill").
+    ``cached[i]``: one step with ``prefix[i]`` tokens already cached (one new token is run).
+    """
+
+    prefix: list[int]
+    no_cache: list[float]
+    cached: list[float]
+
+    def estimate(self, prompt_length: int, new_tokens: int) -> tuple[float, float]:
+        """Total seconds (no cache, cached) to generate ``new_tokens`` after the prompt.
+
+        Sums the per-step costs, interpolated linearly between the sampled lengths:
+        no cache: steps at prefixes P, P+1, ..., P+n-1; cached: the prefill of P tokens,
+        then n-1 one-token steps with P, ..., P+n-2 tokens cached.
+        """
+        if prompt_length + new_tokens - 1 > max(self.prefix) or prompt_length < min(self.prefix):
+            raise ValueError(
+                f"prefix lengths {prompt_length}..{prompt_length + new_tokens - 1} are outside "
+                f"the sampled range {min(self.prefix)}..{max(self.prefix)}"
+            )
+        steps = np.arange(prompt_length, prompt_length + new_tokens)
+        no_cache = float(np.interp(steps, self.prefix, self.no_cache).sum())
+        cached = float(np.interp(prompt_length, self.prefix, self.no_cache)) + float(
+            np.interp(steps[:-1], self.prefix, self.cached).sum()
+        )
+        return no_cache, cached
+
+
+@torch.no_grad()
+def measure_step_costs(
+    scratch: ScratchLlama, input_ids: torch.Tensor, prefix_lengths: list[int], repeats: int = 2
+) -> StepCosts:
+    """Time one no-cache step and one cached step at each prefix length.
+
+    The ids are ``input_ids`` tiled to the requested length (the cost depends on the length,
+    not on which tokens). The no-cache step is timed once (it is the expensive one); the
+    cached step is the best of ``repeats``, each on a fresh copy of the filled cache.
+    """
+    if not prefix_lengths or min(prefix_lengths) <= 0 or repeats <= 0:
+        raise ValueError(
+            f"prefix_lengths must be positive and non-empty and repeats > 0, got "
+            f"{prefix_lengths}, {repeats}"
+        )
+    reps = -(-max(prefix_lengths) // input_ids.shape[1])
+    tiled = input_ids.repeat(1, reps)  # (1, >= max length)
+    no_cache, cached = [], []
+    for length in prefix_lengths:
+        cache = scratch.new_cache()
+        start = time.perf_counter()
+        last = scratch(tiled[:, :length], cache, last_only=True).argmax(-1)  # (1, 1)
+        no_cache.append(time.perf_counter() - start)
+        best = float("inf")
+        for _ in range(repeats):
+            trial = KVCache(scratch.n_layers)
+            trial.keys, trial.values = list(cache.keys), list(cache.values)  # append never mutates
+            start = time.perf_counter()
+            scratch(last, trial, last_only=True).argmax(-1)
+            best = min(best, time.perf_counter() - start)
+        cached.append(best)
+    return StepCosts(list(prefix_lengths), no_cache, cached)
