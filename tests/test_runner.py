@@ -73,3 +73,16 @@ def test_successful_run_with_parameters_writes_the_output(tmp_path):
     assert "papermill" not in nb.metadata
     assert nb.cells[-1].outputs[0].text.strip() == "42"
     assert "N = 1" in nbformat.read(source, as_version=4).cells[0].source  # input untouched
+
+
+def test_normalise_merges_split_stream_outputs():
+    nb = new_notebook(cells=[new_code_cell("print")])
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+        nbformat.v4.new_output("stream", name="stdout", text=["b\n", "c\n"]),
+        nbformat.v4.new_output("stream", name="stderr", text="warn\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="d\n"),
+    ]
+    outputs = runner.normalise(nb).cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [
+        ("stdout", "a\nb\nc\n"), ("stderr", "warn\n"), ("stdout", "d\n")]
