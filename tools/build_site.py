@@ -62,7 +62,11 @@ def notebook_title(nb: nbformat.NotebookNode, fallback: str) -> tuple[str, str]:
                         break
                     continue
                 paragraph.append(line.strip())
-            return title, " ".join(paragraph)
+            summary = " ".join(paragraph)
+            # Intros often end by announcing a list ("In this notebook you will:"), which
+            # reads as cut off on the index: drop that last sentence when others remain.
+            trimmed = re.sub(r"\s*[^.!?]*:$", "", summary)
+            return title, trimmed if trimmed else summary.rstrip(":")
     return fallback, ""
 
 
