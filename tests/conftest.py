@@ -25,3 +25,13 @@ def decoder():
     from course_utils.models import load_decoder
 
     return load_decoder()
+
+
+@pytest.fixture
+def learner_mode(monkeypatch):
+    """Checkers judge the function they are given (no reference filled in for stubs)."""
+    monkeypatch.setenv("COURSE_FILL_SOLUTIONS", "0")
+
+
+PADDED_PAIR = ["The animal didn't cross the street because it was too tired.", "Short one."]
+"""Two sentences of different lengths: a padded batch for MiniLM equality tests."""

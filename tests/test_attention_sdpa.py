@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import PADDED_PAIR
 from course_utils.attention import scaled_dot_product_attention, scaled_dot_product_attention_numpy
 
 TOL32 = 1e-6
@@ -181,8 +182,7 @@ def test_recomputes_minilm_attention_from_its_own_weights(encoder):
     """Every layer of MiniLM: softmax(Q Kᵀ/√d) from the layer's own Q/K weights."""
     model, tokenizer = encoder
     batch = tokenizer(
-        ["The animal didn't cross the street because it was too tired.", "Short one."],
-        return_tensors="pt", padding=True,
+        PADDED_PAIR, return_tensors="pt", padding=True,
     )
     with torch.no_grad():
         outputs = model(**batch, output_attentions=True, output_hidden_states=True)

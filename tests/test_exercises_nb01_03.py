@@ -12,10 +12,7 @@ from course_utils.solutions import nb01 as sol01
 from course_utils.solutions import nb02 as sol02
 from course_utils.solutions import nb03 as sol03
 
-
-@pytest.fixture(autouse=True)
-def learner_mode(monkeypatch):
-    monkeypatch.setenv("COURSE_FILL_SOLUTIONS", "0")
+pytestmark = pytest.mark.usefixtures("learner_mode")  # checkers judge the given function
 
 
 def failed_with(result, words: str) -> bool:

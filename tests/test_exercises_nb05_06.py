@@ -9,10 +9,7 @@ from course_utils.exercises import nb05, nb06
 from course_utils.solutions import nb05 as sol05
 from course_utils.solutions import nb06 as sol06
 
-
-@pytest.fixture(autouse=True)
-def learner_mode(monkeypatch):
-    monkeypatch.setenv("COURSE_FILL_SOLUTIONS", "0")
+pytestmark = pytest.mark.usefixtures("learner_mode")  # checkers judge the given function
 
 
 def test_references_pass():

@@ -9,10 +9,7 @@ from transformers import LlamaForCausalLM
 from course_utils.exercises import nb08 as checks
 from course_utils.solutions import nb08 as solutions
 
-
-@pytest.fixture(autouse=True)
-def learner_mode(monkeypatch):
-    monkeypatch.setenv("COURSE_FILL_SOLUTIONS", "0")
+pytestmark = pytest.mark.usefixtures("learner_mode")  # checkers judge the given function
 
 
 def stub(*args, **kwargs):

@@ -14,10 +14,7 @@ from course_utils.solutions import nb11 as sol11
 from course_utils.solutions import nb12 as sol12
 from course_utils.training import TrainConfig, lr_at_step
 
-
-@pytest.fixture(autouse=True)
-def learner_mode(monkeypatch):
-    monkeypatch.setenv("COURSE_FILL_SOLUTIONS", "0")
+pytestmark = pytest.mark.usefixtures("learner_mode")  # checkers judge the given function
 
 
 def test_references_pass():

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import PADDED_PAIR
 from course_utils.attention import MultiHeadAttention
 from course_utils.masks import causal_mask, padding_mask
 from course_utils.positional import apply_rope
@@ -193,8 +194,7 @@ def test_property_causal_no_leak(shape, cut, use_rope):
 def test_equals_minilm_attention_sublayer_on_real_weights(encoder):
     model, tokenizer = encoder
     batch = tokenizer(
-        ["The animal didn't cross the street because it was too tired.", "Short one."],
-        return_tensors="pt", padding=True,
+        PADDED_PAIR, return_tensors="pt", padding=True,
     )
     with torch.no_grad():
         outputs = model(**batch, output_attentions=True, output_hidden_states=True)
