@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.attention import MultiHeadAttention
-from course_utils.masks import causal_mask, padding_mask
+from course_utils.masks import causal_mask, combine, padding_mask
 from course_utils.positional import apply_rope, sinusoidal_encoding
 
 NORMS = ("layernorm", "rmsnorm", "none")
@@ -371,17 +371,15 @@ class EncoderBlock(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def _mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-        if mask is not None:
-            mask = torch.as_tensor(mask, device=x.device)
-            if mask.dtype != torch.bool:
-                raise ValueError(
-                    f"mask must be boolean (True = may attend), got dtype {mask.dtype}; "
-                    "for a tokenizer's 1/0 attention_mask use course_utils.masks.padding_mask"
-                )
-        if self.config.causal:
-            causal = causal_mask(x.shape[1], device=x.device)  # (T, T)
-            mask = causal if mask is None else mask & causal
-        return mask
+        """The caller's boolean mask, ANDed with the causal mask when the config is causal.
+
+        Mask validation (boolean, broadcastable) is done by ``masks.combine`` and by
+        ``scaled_dot_product_attention``, with their error messages.
+        """
+        if not self.config.causal:
+            return mask
+        causal = causal_mask(x.shape[1], device=x.device)  # (T, T)
+        return causal if mask is None else combine(mask, causal)
 
     def _attend(self, h, mask, positions, states: States | None) -> torch.Tensor:
         if states is None:

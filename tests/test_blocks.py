@@ -193,6 +193,13 @@ def test_causal_block_gradient_is_lower_triangular():
     assert x.grad[0, :3].abs().max() > 0
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_non_boolean_mask_is_refused_clearly(causal):
+    block = EncoderBlock(tiny_config(causal=causal))
+    with pytest.raises(ValueError, match="boolean"):
+        block(torch.randn(1, 6, 32), mask=torch.ones(1, 1, 1, 6))
+
+
 def test_padding_does_not_change_real_tokens():
     torch.manual_seed(0)
     model = Encoder(tiny_config()).eval()
