@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -251,6 +252,55 @@ def path(asset: Asset, file: str | None = None) -> Path:
 def read_js(asset: Asset, file: str | None = None) -> str:
     """Text of one cached file of ``asset`` (default its first ``.js``), verified."""
     return path(asset, file).read_text(encoding="utf-8")
+
+
+# Libraries inlined into notebook outputs (bertviz views) are third-party code: they are
+# cut out of a notebook when it is saved (``strip_inlined``) and put back from the cache
+# when pages are built (``restore_inlined``). Each sits between these markers.
+_INLINE_BLOCK = re.compile(
+    r"/\* course-asset (?P<spec>[^ ]+@[^ ]+) \*/\n.*?\n/\* end course-asset (?P=spec) \*/",
+    re.S,
+)
+_INLINE_STRIPPED = re.compile(r"/\* course-asset-not-saved (?P<spec>[^ ]+@[^ ]+) \*/")
+INLINE_ASSETS: dict[str, Asset] = {asset.spec: asset for asset in (D3_V5, JQUERY)}
+
+
+def inline_block(asset: Asset) -> str:
+    """JavaScript that runs ``asset``'s main file with ``this`` = a local ``lib`` object.
+
+    ``define``/``module``/``exports`` are hidden, so the library neither registers with a
+    page's AMD loader nor clobbers a page's globals (jQuery still sets ``window.jQuery``:
+    callers take it back with ``noConflict``). The markers let ``strip_inlined`` find it.
+    """
+    js = re.sub(r"</(script)", r"<\\/\1", read_js(asset), flags=re.I)  # can't end <script>
+    return (
+        f"/* course-asset {asset.spec} */\n"
+        "(function (define, module, exports) {\n" + js + "\n}).call(lib);\n"
+        f"/* end course-asset {asset.spec} */"
+    )
+
+
+def strip_inlined(html: str) -> str:
+    """Replace each inlined third-party library in ``html`` by a one-line placeholder."""
+    return _INLINE_BLOCK.sub(lambda m: f"/* course-asset-not-saved {m['spec']} */", html)
+
+
+def restore_inlined(html: str) -> str:
+    """Put back the libraries ``strip_inlined`` removed, from the verified cache."""
+
+    def block(match: re.Match) -> str:
+        spec = match["spec"]
+        if spec not in INLINE_ASSETS:
+            raise AssetError(f"a saved output asks for {spec}, which the course does not pin "
+                             f"(known: {sorted(INLINE_ASSETS)})")
+        return inline_block(INLINE_ASSETS[spec])
+
+    return _INLINE_STRIPPED.sub(block, html)
+
+
+def has_inlined(html: str) -> bool:
+    """True when ``html`` still carries a library's code (what a saved notebook must not)."""
+    return _INLINE_BLOCK.search(html) is not None
 
 
 def main(assets: list[Asset] | None = None) -> None:

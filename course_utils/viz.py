@@ -226,25 +226,33 @@ def _script_safe(js: str) -> str:
     return re.sub(r"</(script)", r"<\\/\1", js, flags=re.I)
 
 
-def bertviz_offline(html: str, kind: str = "bertviz") -> str:
+def bertviz_offline(html: str, kind: str = "bertviz", key: str | None = None) -> str:
     """Make the HTML that bertviz returns (``html_action='return'``) render offline.
 
     bertviz 1.4.1 loads require.js, d3 5.7.0 and jQuery from a CDN. Here the CDN tag is
     dropped and its view script runs in a closure that receives d3 v5 and jQuery, inlined
     from the verified cache (``course_utils.assets``; run ``task setup`` once). Each
     library runs with ``define``/``module``/``exports`` hidden, so it neither registers
-    with a page's AMD loader nor clobbers a page's own ``d3``/``$``. The random element id
-    is replaced by one derived from the content and the call order, so re-running a
-    notebook gives byte-identical output.
+    with a page's AMD loader nor clobbers a page's own ``d3``/``$``.
+
+    The libraries sit between markers so that a saved notebook keeps none of their code
+    (``assets.strip_inlined``, applied by ``tools/run_notebooks.py``); without them the
+    view says to re-run the cell instead of failing silently, and the website puts them
+    back (``assets.restore_inlined``). The random element id is replaced by one derived
+    from ``key`` (default: the content) and the call order, so re-running a notebook gives
+    the same id; the view functions pass the tokens as ``key``, not float weights whose
+    last rounded digit may differ between CPUs.
     """
     from course_utils import assets
 
     html, removed = _CDN_SCRIPT.subn("", html)
     match = _BERTVIZ_SCRIPT.search(html)
-    if removed != 1 or match is None:
+    element = _BERTVIZ_ID.search(html)
+    if removed != 1 or match is None or element is None:
         raise ValueError(
-            "unexpected bertviz HTML: expected one CDN <script src> tag and one inline view "
-            f"script, found {removed} CDN tag(s) and {'a' if match else 'no'} view script "
+            "unexpected bertviz HTML: expected one CDN <script src> tag, one inline view "
+            f"script and a bertviz-<uuid> element, found {removed} CDN tag(s), "
+            f"{'a' if match else 'no'} view script and {'an' if element else 'no'} element "
             "(was bertviz upgraded from 1.4.1?)"
         )
     view_js, replaced = _BERTVIZ_REQUIRE.subn("(function ($, d3) {", match.group(1))
@@ -255,23 +263,32 @@ def bertviz_offline(html: str, kind: str = "bertviz") -> str:
     if replaced != 1 or end < 0:
         raise ValueError("unexpected bertviz view script: its requirejs(...) wrapper changed")
     view_js = view_js[:end] + "})(lib.$, lib.d3);"
-    d3_js, jquery_js = assets.read_js(assets.D3_V5), assets.read_js(assets.JQUERY)
+    missing = _html_escape_js(
+        "This interactive view needs d3 and jQuery, which are not saved in the notebook "
+        "(third-party code). Run this cell to see it (after `task setup`)."
+    )
     script = (
         "(function () {\n"
         "var lib = {};\n"
-        f"/* d3@{assets.D3_V5.version} (BSD-3-Clause) */\n"
-        "(function (define, module, exports) {\n" + d3_js + "\n}).call(lib);\n"
-        f"/* jquery@{assets.JQUERY.version} (MIT) */\n"
-        "(function (define, module, exports) {\n" + jquery_js + "\n}).call(lib);\n"
+        + assets.inline_block(assets.D3_V5) + "\n"
+        + assets.inline_block(assets.JQUERY) + "\n"
+        "if (!lib.d3 || !window.jQuery) {\n"
+        f"  document.getElementById('{element.group(0)}').innerHTML = '<p><em>{missing}</em></p>';\n"
+        "  return;\n"
+        "}\n"
         "lib.$ = window.jQuery.noConflict(true);\n"
-        + view_js + "\n})();"
+        + _script_safe(view_js) + "\n})();"
     )
-    script = f'<script type="text/javascript">\n{_script_safe(script)}\n</script>\n'
+    script = f'<script type="text/javascript">\n{script}\n</script>\n'
     html = html[: match.start()] + script + html[match.end():]
-    digest = hashlib.sha256(
-        (_BERTVIZ_ID.sub("", html) + f"#{next(_bertviz_calls)}").encode()
-    ).hexdigest()[:12]
+    source = key if key is not None else _BERTVIZ_ID.sub("", html)
+    digest = hashlib.sha256(f"{kind}#{source}#{next(_bertviz_calls)}".encode()).hexdigest()[:12]
     return _BERTVIZ_ID.sub(f"bertviz-{kind}-{digest}", html)
+
+
+def _html_escape_js(text: str) -> str:
+    """``text`` safe inside a single-quoted JS string that becomes HTML."""
+    return html_escape(text).replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _bertviz_inputs(attentions, tokens: Sequence[str], decimals: int) -> list[torch.Tensor]:
@@ -302,7 +319,8 @@ def bertviz_head_view(
         include_layers=None if include_layers is None else list(include_layers),
         html_action="return",
     ).data
-    return HTML(bertviz_offline(html, "head"))
+    key = repr((list(tokens), layer, heads, include_layers))
+    return HTML(bertviz_offline(html, "head", key))
 
 
 def bertviz_model_view(
@@ -326,7 +344,8 @@ def bertviz_model_view(
         include_heads=None if include_heads is None else list(include_heads),
         html_action="return",
     ).data
-    return HTML(bertviz_offline(html, "model"))
+    key = repr((list(tokens), include_layers, include_heads, display_mode))
+    return HTML(bertviz_offline(html, "model", key))
 
 
 def standalone_page(body, title: str = "attention view") -> str:

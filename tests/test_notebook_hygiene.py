@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from conftest import NOTEBOOKS
+from course_utils import assets
 
 NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 MAX_BYTES = 2 * 1024 * 1024
@@ -83,3 +84,15 @@ def test_figures_are_png_only(notebook):
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             assert "image/svg+xml" not in output.get("data", {}), f"{path.name}: SVG output"
+
+
+def test_no_third_party_code_saved(notebook):
+    """JavaScript libraries inlined into views are cut out when a notebook is saved."""
+    path, nb = notebook
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            html = output.get("data", {}).get("text/html", "")
+            html = "".join(html) if isinstance(html, list) else html
+            assert not assets.has_inlined(html), f"{path.name} cell {index}: inlined library"
+            assert "d3js.org" not in html and "jQuery v3" not in html, (
+                f"{path.name} cell {index}: third-party code in an output")

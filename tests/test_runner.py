@@ -86,3 +86,30 @@ def test_normalise_merges_split_stream_outputs():
     outputs = runner.normalise(nb).cells[0].outputs
     assert [(o.name, o.text) for o in outputs] == [
         ("stdout", "a\nb\nc\n"), ("stderr", "warn\n"), ("stdout", "d\n")]
+
+
+def test_unknown_parameter_is_an_error_naming_the_real_ones(tmp_path):
+    source = make_notebook(tmp_path / "p.ipynb", "print(N)", parameters="SEED = 0\nN: int = 1")
+    assert runner.parameter_names(source) == ["SEED", "N"]
+    runner.check_parameters(source, {"N": 2})  # known: fine
+    with pytest.raises(ValueError, match=r"no parameter 'SENTENCE'.*defines: SEED, N"):
+        runner.check_parameters(source, {"SENTENCE": "x"})
+
+
+def test_main_rejects_an_unknown_parameter_before_running(tmp_path, capsys):
+    source = make_notebook(tmp_path / "p.ipynb", "print(N)", parameters="N = 1")
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main([str(source), "-p", "M", "3", "-o", str(tmp_path / "o.ipynb")])
+    assert exit_info.value.code == 2
+    assert "no parameter 'M'" in capsys.readouterr().err
+    assert not (tmp_path / "o.ipynb").exists()
+
+
+def test_normalise_cuts_inlined_libraries_out_of_html_outputs():
+    block = "/* course-asset d3@5.7.0 */\n(function(){ /* d3 code */ })\n/* end course-asset d3@5.7.0 */"
+    html = f"<div id='v'></div><script>var lib = {{}};\n{block}\nview();</script>"
+    nb = new_notebook(cells=[new_code_cell("view")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"text/html": html})]
+    saved = runner.normalise(nb).cells[0].outputs[0]["data"]["text/html"]
+    assert "d3 code" not in saved and "course-asset-not-saved d3@5.7.0" in saved
+    assert saved.startswith("<div id='v'></div>") and saved.endswith("view();</script>")

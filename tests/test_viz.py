@@ -83,13 +83,42 @@ def test_bertviz_html_has_no_cdn_and_inlines_d3_v5(view, monkeypatch):
     assert "d3js.org v5.7.0" in html and "jQuery v3.7.1" in html
     assert len(re.findall(r"</script>", html, re.I)) == 1  # inlined JS cannot end it early
     assert html.count('"attn"') == 1  # the weights are embedded once, not also in a comment
-    # element ids: a function of content and call order, not uuid4
+    # element ids: a function of the tokens and call order, not uuid4 or float weights
     monkeypatch.setattr(viz, "_bertviz_calls", itertools.count())
     first = view(_attentions(), TOKENS).data
     monkeypatch.setattr(viz, "_bertviz_calls", itertools.count())
     assert view(_attentions(), TOKENS).data == first
     assert view(_attentions(), TOKENS).data != first  # a second view on a page: new id
     assert not re.search(r"bertviz-[0-9a-f]{32}", first)
+
+
+def test_bertviz_id_ignores_float_noise_in_weights(monkeypatch):
+    _need_assets()
+    monkeypatch.setattr(viz, "_bertviz_calls", itertools.count())
+    first = viz.bertviz_head_view(_attentions(), TOKENS).data
+    monkeypatch.setattr(viz, "_bertviz_calls", itertools.count())
+    nudged = tuple(a + 1e-3 for a in _attentions())  # another CPU's last digits
+    second = viz.bertviz_head_view(nudged, TOKENS).data
+    ids = [re.search(r'id="(bertviz-head-[0-9a-f]+)"', h).group(1) for h in (first, second)]
+    assert ids[0] == ids[1] and first != second
+
+
+def test_saved_view_keeps_no_library_code_and_is_restored_exactly():
+    _need_assets()
+    html = viz.bertviz_head_view(_attentions(), TOKENS).data
+    assert assets.has_inlined(html)
+    saved = assets.strip_inlined(html)
+    assert not assets.has_inlined(saved)
+    assert "d3js.org" not in saved and "jQuery v3" not in saved
+    assert len(saved) < len(html) - 300_000  # ~330 KB of third-party code gone
+    assert "course-asset-not-saved d3@5.7.0" in saved and '"attn"' in saved
+    assert assets.strip_inlined(saved) == saved  # idempotent
+    assert assets.restore_inlined(saved) == html
+
+
+def test_restore_rejects_an_unpinned_library():
+    with pytest.raises(assets.AssetError, match="does not pin"):
+        assets.restore_inlined("/* course-asset-not-saved leftpad@1.0.0 */")
 
 
 def test_bertviz_weights_are_rounded():
@@ -145,6 +174,17 @@ def test_head_view_draws_svg_offline_in_chromium(tmp_path, amd_loader):
     texts = _svg_texts(dom)
     assert all(token in texts for token in TOKENS), texts
     assert dom.count('<option value="') == 2  # the layer menu was filled by jQuery
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_saved_view_without_libraries_says_to_rerun_in_chromium(tmp_path):
+    _need_assets()
+    body = assets.strip_inlined(viz.bertviz_head_view(_attentions(), TOKENS).data)
+    page = tmp_path / "saved.html"
+    page.write_text(viz.standalone_page(body))
+    dom = _render(page)
+    assert "<svg" not in dom and "Run this cell to see it" in dom
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
 
 Writes ``site/index.html`` (the course map, linking every notebook) and one page per
 notebook (nbconvert's ``lab`` template). Every script a page needs — require.js, the
-Jupyter widgets renderer, MathJax, and the d3/jquery inlined in bertviz views — comes from
+Jupyter widgets renderer, MathJax, and the d3/jquery inlined in bertviz views (which
+saved notebooks leave out, ``course_utils.assets.strip_inlined``) — comes from
 pinned npm packages fetched once into the ignored cache (``course_utils.assets``) and
 copied into ``site/_static``: nothing is loaded from a CDN when a page is viewed, and
 nothing third-party is committed.
@@ -97,6 +98,17 @@ def install_static(out: Path) -> dict[str, str]:
     }
 
 
+def restore_libraries(nb: nbformat.NotebookNode) -> None:
+    """Put back the d3/jQuery that saved notebooks leave out of bertviz views (in place)."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/html" in data:
+                html = data["text/html"]
+                data["text/html"] = assets.restore_inlined(
+                    "".join(html) if isinstance(html, list) else html)
+
+
 def nav_bar(pages: list[tuple[str, str]], index: int) -> str:
     """Previous / course map / next links, inserted at the top of each page."""
     links = []
@@ -125,6 +137,7 @@ def build(out: Path) -> list[Path]:
     entries = []
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
+        restore_libraries(nb)
         title, summary = notebook_title(nb, path.stem)
         entries.append((path, nb, path.stem + ".html", title, summary))
     pages = [(page, title) for _, _, page, title, _ in entries]

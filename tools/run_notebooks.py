@@ -3,13 +3,20 @@
     python tools/run_notebooks.py                      # every notebook, in order, in place
     python tools/run_notebooks.py notebooks/04_*.ipynb # just these, in place
     python tools/run_notebooks.py notebooks/04_attention_from_scratch.ipynb \
-        -p SENTENCE "The cat sat." -o runs/04_cat.ipynb   # parameters -> another file
+        -p CONTRAST_SENTENCE "The cat sat." -o runs/04_cat.ipynb   # parameters -> another file
 
 Safety: each notebook runs into a temporary file; the committed notebook is replaced (an
 atomic rename) only when the run succeeded. On failure the run is kept as
 ``NAME.FAILED.ipynb`` beside it, the good notebook is left untouched, and the script stops
 with a non-zero exit code. Runs with parameters never touch the committed notebook: they
 write to ``-o`` (default ``runs/NAME.ipynb``, ignored by git).
+
+Parameters are checked against the notebook's ``parameters`` cell: an unknown name is an
+error listing the names that exist (papermill alone would ignore it silently).
+
+Nothing third-party is saved: JavaScript libraries inlined into outputs (bertviz views)
+are cut out of the saved notebook (``course_utils.assets.strip_inlined``); the website
+build puts them back from the verified cache.
 
 Reproducibility: volatile metadata (timestamps, durations, papermill bookkeeping) is
 stripped and widget model ids are renumbered deterministically, so re-running an unchanged
@@ -20,6 +27,7 @@ kernels race on ZMQ ports and share two CPU cores).
 from __future__ import annotations
 
 import argparse
+import ast
 import fcntl
 import json
 import os
@@ -32,6 +40,8 @@ from pathlib import Path
 
 import nbformat
 import papermill
+
+from course_utils import assets
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -108,6 +118,10 @@ def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = _coalesce_streams(cell.outputs)
+            for output in cell.outputs:
+                data = output.get("data", {})
+                if "text/html" in data:
+                    data["text/html"] = assets.strip_inlined(_text(data["text/html"]))
     ids = _widget_id_order(nb)
     if ids:
         text = json.dumps(nb)
@@ -161,6 +175,31 @@ def run_one(notebook: Path, output: Path, parameters: dict[str, object]) -> floa
     return seconds
 
 
+def parameter_names(notebook: Path) -> list[str]:
+    """Names assigned in the notebook's cell tagged ``parameters`` (in order)."""
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            names = []
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, ast.AnnAssign) else [])
+                names += [t.id for t in targets if isinstance(t, ast.Name)]
+            return names
+    return []
+
+
+def check_parameters(notebook: Path, parameters: dict[str, object]) -> None:
+    """Raise ``ValueError`` naming any parameter the notebook does not define."""
+    known = parameter_names(notebook)
+    unknown = [name for name in parameters if name not in known]
+    if unknown:
+        raise ValueError(
+            f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}; its "
+            f"parameters cell defines: {', '.join(known) or 'nothing (no cell tagged parameters)'}"
+        )
+
+
 def _parse_value(raw: str) -> object:
     """``-p n 5`` gives an int, ``-p x 0.5`` a float, ``-p flag True`` a bool; else text."""
     literal = {"True": "true", "False": "false", "None": "null"}.get(raw, raw)
@@ -186,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {name: _parse_value(value) for name, value in args.parameter}
     if (parameters or args.output) and len(notebooks) != 1:
         parser.error("-p/-o take exactly one notebook")
+    if parameters:
+        try:
+            check_parameters(notebooks[0], parameters)
+        except ValueError as error:
+            parser.error(str(error))
 
     timings: list[tuple[str, float]] = []
     for notebook in notebooks:
