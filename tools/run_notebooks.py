@@ -2,8 +2,8 @@
 
     python tools/run_notebooks.py                      # every notebook, in order, in place
     python tools/run_notebooks.py notebooks/04_*.ipynb # just these, in place
-    python tools/run_notebooks.py notebooks/04_attention_from_scratch.ipynb \
-        -p CONTRAST_SENTENCE "The cat sat." -o runs/04_cat.ipynb   # parameters -> another file
+    python tools/run_notebooks.py notebooks/05_multi_head_attention.ipynb \
+        -p SENTENCE "The cat sat on the mat." -o runs/05_cat.ipynb   # parameters -> another file
 
 Safety: each notebook runs into a temporary file; the committed notebook is replaced (an
 atomic rename) only when the run succeeded. On failure the run is kept as
