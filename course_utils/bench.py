@@ -835,10 +835,13 @@ def plot_sweep(result: SweepResult, min_n: int = 1, axes=None, title_suffix: str
     score_ns = sorted({r.n for r in result.rows})
     score = [result.rows[0].batch * result.rows[0].heads * n * n * 4 / 2**20 for n in score_ns]
     axes[1].loglog(score_ns, score, "k--", lw=1, label="one n×n fp32 score matrix (formula)")
+    def slopes(fitted: dict[str, float]) -> str:
+        return f"fitted slopes {min(fitted.values()):.2f} to {max(fitted.values()):.2f}" if fitted else "no fit"
+
     axes[0].set(xlabel="sequence length n", ylabel="time per call (ms)",
-                title=f"Time: naive grows as n², like every exact variant{title_suffix}")
+                title=f"Time per call against n: {slopes(time_exp)}{title_suffix}")
     axes[1].set(xlabel="sequence length n", ylabel="peak memory above inputs (MB)",
-                title=f"Memory: only the n×n variants grow as n²{title_suffix}")
+                title=f"Peak extra memory against n: {slopes(mem_exp)}{title_suffix}")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.legend(fontsize=7)

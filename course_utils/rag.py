@@ -639,6 +639,23 @@ def cited_ids(answer: str) -> list[str]:
     return list(dict.fromkeys(_CITATION.findall(answer)))
 
 
+def attribute_by_overlap(
+    answer: str, passages: Sequence[Passage], question: str = ""
+) -> tuple[str | None, list[int]]:
+    """The passage an answer's wording rests on: the one sharing the most distinct content
+    terms (``tokenize``: lower case, no stopwords) with the answer, not counting terms the
+    answer merely copied from the question. Returns ``(id or None, overlaps)`` with one
+    count per passage; ``None`` when no passage shares a term (ties: the earliest passage,
+    i.e. the better-ranked one). An attribution computed after the fact, not a citation the
+    model wrote."""
+    if not passages:
+        raise ValueError("need at least one passage to attribute the answer to, got none")
+    terms = set(tokenize(answer)) - set(tokenize(question)) if answer.strip() else set()
+    overlaps = [len(terms & set(tokenize(p.contents))) for p in passages]
+    best = int(np.argmax(overlaps))
+    return (passages[best].id if overlaps[best] > 0 else None), overlaps
+
+
 def normalise_answer(text: str) -> list[str]:
     """Lower-case words and numbers, accents dropped; ``30,522`` -> ``30522``, ``0.1`` kept."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()

@@ -117,6 +117,8 @@ def test_features_and_rules_name_hand_built_heads():
     assert rule_labels(features) == ["delimiter", "positional", "local", "broad"] * 2
     # raising the positional threshold above 1 turns the previous-token head into "local"
     assert rule_labels(features[0], Rules(positional=1.01))[1] == "local"
+    # uniform attention over 8 tokens puts 3/8 on self + neighbours: "local" at a lower threshold
+    assert rule_labels(features[0], Rules(local=0.3))[3] == "local"
     with pytest.raises(ValueError, match="columns"):
         rule_labels(features[..., :3])
 

@@ -191,6 +191,7 @@ def test_plot_sweep_draws_both_panels():
     time_axis, memory_axis = fig.axes
     assert any("n^" in t.get_text() for t in time_axis.get_legend().get_texts())
     assert memory_axis.get_ylabel().startswith("peak memory")
+    assert "fitted slopes" in time_axis.get_title()  # computed, not a claimed n²
 
 
 @pytest.mark.slow

@@ -219,6 +219,18 @@ def test_answer_matching_is_whole_word_and_normalised():
     assert rag.cited_ids("See [p017] and p002, again [p017].") == ["p017", "p002"]
 
 
+def test_attribute_by_overlap_ignores_question_words_and_reports_none():
+    passages = [P("p001", "The LSTM was introduced in 1997.", "LSTM"),
+                P("p002", "Hochreiter and Schmidhuber wrote it in Munich.", "Authors")]
+    question = "Who introduced the LSTM?"
+    best, overlaps = rag.attribute_by_overlap("Hochreiter and Schmidhuber introduced the LSTM.", passages, question)
+    assert (best, overlaps) == ("p002", [0, 2])  # 'introduced', 'lstm' come from the question
+    assert rag.attribute_by_overlap("It was in 1997.", passages, question) == ("p001", [1, 0])
+    assert rag.attribute_by_overlap("I do not know.", passages, question) == (None, [0, 0])
+    with pytest.raises(ValueError, match="at least one passage"):
+        rag.attribute_by_overlap("x", [], question)
+
+
 def test_prompt_lists_passages_with_ids():
     messages = rag.build_messages("Who?", [P("p007", "Body.", "Title")])
     assert "[p007] Title: Body." in messages[0]["content"] and "Who?" in messages[0]["content"]

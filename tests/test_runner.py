@@ -70,6 +70,7 @@ def test_successful_run_with_parameters_writes_the_output(tmp_path):
     output = tmp_path / "out" / "p.ipynb"
     runner.run_one(source, output, {"N": 21})
     nb = nbformat.read(output, as_version=4)
+    assert output.stat().st_mode & 0o044 == 0o044  # readable by others, not mkstemp's 0600
     assert "papermill" not in nb.metadata
     assert nb.cells[-1].outputs[0].text.strip() == "42"
     assert "N = 1" in nbformat.read(source, as_version=4).cells[0].source  # input untouched

@@ -137,6 +137,10 @@ def _write_atomically(nb: nbformat.NotebookNode, target: Path) -> None:
     os.close(fd)
     try:
         nbformat.write(nb, tmp)
+        # mkstemp makes the file private (0600); give it the mode a normal write would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~umask)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
