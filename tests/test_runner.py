@@ -61,7 +61,19 @@ def test_failed_run_keeps_the_good_notebook_and_a_failed_copy(tmp_path):
     with pytest.raises(Exception, match="boom"):
         runner.run_one(bad_source, good, {})
     assert good.read_bytes() == before
-    assert (tmp_path / "bad.FAILED.ipynb").exists()
+    assert (tmp_path / "01_x.FAILED.ipynb").exists()  # kept beside the output it would have been
+
+
+@pytest.mark.slow
+def test_failed_parameterised_run_is_kept_beside_its_output(tmp_path):
+    (tmp_path / "nb").mkdir()
+    source = make_notebook(tmp_path / "nb" / "p.ipynb", "assert N > 1, 'N too small'",
+                           parameters="N = 5")
+    output = tmp_path / "runs" / "p.ipynb"
+    with pytest.raises(Exception, match="N too small"):
+        runner.run_one(source, output, {"N": 0})
+    assert (tmp_path / "runs" / "p.FAILED.ipynb").exists() and not output.exists()
+    assert not (tmp_path / "nb" / "p.FAILED.ipynb").exists()  # the notebooks folder stays clean
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ Safety: each notebook runs into a temporary file; the committed notebook is repl
 atomic rename) only when the run succeeded. On failure the run is kept as
 ``NAME.FAILED.ipynb`` beside it, the good notebook is left untouched, and the script stops
 with a non-zero exit code. Runs with parameters never touch the committed notebook: they
-write to ``-o`` (default ``runs/NAME.ipynb``, ignored by git).
+write to ``-o`` (default ``runs/NAME.ipynb``, ignored by git), and a failed one is kept
+beside that output.
 
 Parameters are checked against the notebook's ``parameters`` cell: an unknown name is an
 error listing the names that exist (papermill alone would ignore it silently).
@@ -147,9 +148,14 @@ def _write_atomically(nb: nbformat.NotebookNode, target: Path) -> None:
             os.unlink(tmp)
 
 
+def failed_path(output: Path) -> Path:
+    """Where a failed run is kept: beside its output (``runs/`` for parameterised runs)."""
+    return output.with_name(output.stem + ".FAILED.ipynb")
+
+
 def run_one(notebook: Path, output: Path, parameters: dict[str, object]) -> float:
     """Execute ``notebook`` into ``output`` (atomically); return seconds; raise on failure."""
-    failed = notebook.with_name(notebook.stem + ".FAILED.ipynb")
+    failed = failed_path(output)
     with tempfile.TemporaryDirectory(prefix="course-run-") as tmpdir:
         scratch = Path(tmpdir) / notebook.name
         start = time.perf_counter()
@@ -169,6 +175,7 @@ def run_one(notebook: Path, output: Path, parameters: dict[str, object]) -> floa
                 )
         except BaseException:
             if scratch.exists():
+                failed.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(scratch, failed)
             raise
         seconds = time.perf_counter() - start
@@ -247,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             seconds = run_one(notebook, output, parameters)
         except Exception as error:
-            failed = notebook.with_name(notebook.stem + ".FAILED.ipynb")
+            failed = failed_path(output)
             print(f"\nFAILED: {notebook.name}: {type(error).__name__}: {str(error)[:2000]}",
                   file=sys.stderr)
             print(f"The committed notebook is unchanged; the failed run is in {failed}.",
