@@ -265,6 +265,11 @@ _INLINE_STRIPPED = re.compile(r"/\* course-asset-not-saved (?P<spec>[^ ]+@[^ ]+)
 INLINE_ASSETS: dict[str, Asset] = {asset.spec: asset for asset in (D3_V5, JQUERY)}
 
 
+def script_safe(js: str) -> str:
+    """Inline JS must not contain ``</script``, which would end the HTML script element."""
+    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.I)
+
+
 def inline_block(asset: Asset) -> str:
     """JavaScript that runs ``asset``'s main file with ``this`` = a local ``lib`` object.
 
@@ -272,10 +277,9 @@ def inline_block(asset: Asset) -> str:
     page's AMD loader nor clobbers a page's globals (jQuery still sets ``window.jQuery``:
     callers take it back with ``noConflict``). The markers let ``strip_inlined`` find it.
     """
-    js = re.sub(r"</(script)", r"<\\/\1", read_js(asset), flags=re.I)  # can't end <script>
     return (
         f"/* course-asset {asset.spec} */\n"
-        "(function (define, module, exports) {\n" + js + "\n}).call(lib);\n"
+        "(function (define, module, exports) {\n" + script_safe(read_js(asset)) + "\n}).call(lib);\n"
         f"/* end course-asset {asset.spec} */"
     )
 
@@ -296,6 +300,17 @@ def restore_inlined(html: str) -> str:
         return inline_block(INLINE_ASSETS[spec])
 
     return _INLINE_STRIPPED.sub(block, html)
+
+
+def map_html_outputs(nb, transform) -> None:
+    """Apply ``transform(html) -> html`` to every ``text/html`` output of a notebook node
+    (in place): how saving strips the libraries and the site build restores them."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/html" in data:
+                html = data["text/html"]
+                data["text/html"] = transform("".join(html) if isinstance(html, list) else html)
 
 
 def has_inlined(html: str) -> bool:

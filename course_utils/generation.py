@@ -10,8 +10,6 @@
 - ``scratch_greedy(scratch, input_ids, n, use_cache)``: greedy decoding on ``ScratchLlama``,
   either recomputing the prefix each step or feeding only the newest token and reusing the
   cache. Both give the same tokens; the cache changes only the cost.
-- ``measure_step_costs`` times single steps at sampled prefix lengths; ``StepCosts.estimate``
-  sums them into the total time of a long generation without running it.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -226,70 +223,3 @@ def scratch_greedy(
         if eos_token_id is not None and next_id.item() == eos_token_id:
             break
     return GenerationResult(ids, steps)
-
-
-@dataclass
-class StepCosts:
-    """Seconds per decoding step, measured at sampled prefix lengths.
-
-    ``no_cache[i]``: one step without a cache at ``prefix[i]`` tokens (all of them are run;
-    this is also the cost of the cached loop's first step, the prompt "prefill").
-    ``cached[i]``: one step with ``prefix[i]`` tokens already cached (one new token is run).
-    """
-
-    prefix: list[int]
-    no_cache: list[float]
-    cached: list[float]
-
-    def estimate(self, prompt_length: int, new_tokens: int) -> tuple[float, float]:
-        """Total seconds (no cache, cached) to generate ``new_tokens`` after the prompt.
-
-        Sums the per-step costs, interpolated linearly between the sampled lengths:
-        no cache: steps at prefixes P, P+1, ..., P+n-1; cached: the prefill of P tokens,
-        then n-1 one-token steps with P, ..., P+n-2 tokens cached.
-        """
-        if prompt_length + new_tokens - 1 > max(self.prefix) or prompt_length < min(self.prefix):
-            raise ValueError(
-                f"prefix lengths {prompt_length}..{prompt_length + new_tokens - 1} are outside "
-                f"the sampled range {min(self.prefix)}..{max(self.prefix)}"
-            )
-        steps = np.arange(prompt_length, prompt_length + new_tokens)
-        no_cache = float(np.interp(steps, self.prefix, self.no_cache).sum())
-        cached = float(np.interp(prompt_length, self.prefix, self.no_cache)) + float(
-            np.interp(steps[:-1], self.prefix, self.cached).sum()
-        )
-        return no_cache, cached
-
-
-@torch.no_grad()
-def measure_step_costs(
-    scratch: ScratchLlama, input_ids: torch.Tensor, prefix_lengths: list[int], repeats: int = 2
-) -> StepCosts:
-    """Time one no-cache step and one cached step at each prefix length.
-
-    The ids are ``input_ids`` tiled to the requested length (the cost depends on the length,
-    not on which tokens). The no-cache step is timed once (it is the expensive one); the
-    cached step is the best of ``repeats``, each on a fresh copy of the filled cache.
-    """
-    if not prefix_lengths or min(prefix_lengths) <= 0 or repeats <= 0:
-        raise ValueError(
-            f"prefix_lengths must be positive and non-empty and repeats > 0, got "
-            f"{prefix_lengths}, {repeats}"
-        )
-    reps = -(-max(prefix_lengths) // input_ids.shape[1])
-    tiled = input_ids.repeat(1, reps)  # (1, >= max length)
-    no_cache, cached = [], []
-    for length in prefix_lengths:
-        cache = scratch.new_cache()
-        start = time.perf_counter()
-        last = scratch(tiled[:, :length], cache, last_only=True).argmax(-1)  # (1, 1)
-        no_cache.append(time.perf_counter() - start)
-        best = float("inf")
-        for _ in range(repeats):
-            trial = KVCache(scratch.n_layers)
-            trial.keys, trial.values = list(cache.keys), list(cache.values)  # append never mutates
-            start = time.perf_counter()
-            scratch(last, trial, last_only=True).argmax(-1)
-            best = min(best, time.perf_counter() - start)
-        cached.append(best)
-    return StepCosts(list(prefix_lengths), no_cache, cached)

@@ -221,12 +221,7 @@ _BERTVIZ_ID = re.compile(r"bertviz-[0-9a-f]{32}")
 _bertviz_calls = itertools.count()
 
 
-def _script_safe(js: str) -> str:
-    """Inline JS must not contain ``</script``, which would end the HTML script element."""
-    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.I)
-
-
-def bertviz_offline(html: str, kind: str = "bertviz", key: str | None = None) -> str:
+def bertviz_offline(html: str, kind: str = "bertviz", key: str = "") -> str:
     """Make the HTML that bertviz returns (``html_action='return'``) render offline.
 
     bertviz 1.4.1 loads require.js, d3 5.7.0 and jQuery from a CDN. Here the CDN tag is
@@ -239,9 +234,9 @@ def bertviz_offline(html: str, kind: str = "bertviz", key: str | None = None) ->
     (``assets.strip_inlined``, applied by ``tools/run_notebooks.py``); without them the
     view says to re-run the cell instead of failing silently, and the website puts them
     back (``assets.restore_inlined``). The random element id is replaced by one derived
-    from ``key`` (default: the content) and the call order, so re-running a notebook gives
-    the same id; the view functions pass the tokens as ``key``, not float weights whose
-    last rounded digit may differ between CPUs.
+    from ``kind``, ``key`` and the call order, so re-running a notebook gives the same id;
+    the view functions pass the tokens as ``key`` (not the float weights, whose last rounded
+    digit may differ between CPUs).
     """
     from course_utils import assets
 
@@ -277,12 +272,11 @@ def bertviz_offline(html: str, kind: str = "bertviz", key: str | None = None) ->
         "  return;\n"
         "}\n"
         "lib.$ = window.jQuery.noConflict(true);\n"
-        + _script_safe(view_js) + "\n})();"
+        + assets.script_safe(view_js) + "\n})();"
     )
     script = f'<script type="text/javascript">\n{script}\n</script>\n'
     html = html[: match.start()] + script + html[match.end():]
-    source = key if key is not None else _BERTVIZ_ID.sub("", html)
-    digest = hashlib.sha256(f"{kind}#{source}#{next(_bertviz_calls)}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{kind}#{key}#{next(_bertviz_calls)}".encode()).hexdigest()[:12]
     return _BERTVIZ_ID.sub(f"bertviz-{kind}-{digest}", html)
 
 

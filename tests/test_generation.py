@@ -24,9 +24,7 @@ from transformers import (
 from course_utils.generation import (
     KVCache,
     ScratchLlama,
-    StepCosts,
     greedy_generate,
-    measure_step_costs,
     scratch_greedy,
 )
 from course_utils.solutions.nb08 import kv_cache_bytes, llama_param_count
@@ -124,24 +122,6 @@ def test_kv_cache_memory_matches_the_formula(model, prompt):
     cache = scratch.new_cache()
     scratch(prompt, cache)
     assert cache.nbytes() == kv_cache_bytes(model.config, prompt.shape[1]) == 2 * 2 * 2 * 7 * 8 * 4
-
-
-def test_step_costs_estimate_sums_the_steps():
-    costs = StepCosts(prefix=[10, 20, 30], no_cache=[1.0, 2.0, 3.0], cached=[0.5, 0.5, 0.5])
-    no_cache, cached = costs.estimate(prompt_length=10, new_tokens=11)  # prefixes 10..20
-    assert no_cache == pytest.approx(sum(1.0 + 0.1 * k for k in range(11)))
-    assert cached == pytest.approx(1.0 + 10 * 0.5)  # prefill at 10, then 10 cached steps
-    with pytest.raises(ValueError, match="outside the sampled range"):
-        costs.estimate(10, 30)
-
-
-def test_measure_step_costs_shapes(model, prompt):
-    costs = measure_step_costs(ScratchLlama(model), prompt, [4, 9, 20], repeats=1)
-    assert costs.prefix == [4, 9, 20]
-    assert len(costs.no_cache) == len(costs.cached) == 3
-    assert all(t > 0 for t in costs.no_cache + costs.cached)
-    with pytest.raises(ValueError, match="prefix_lengths"):
-        measure_step_costs(ScratchLlama(model), prompt, [])
 
 
 def test_bad_inputs_raise(model, prompt):

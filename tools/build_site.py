@@ -98,17 +98,6 @@ def install_static(out: Path) -> dict[str, str]:
     }
 
 
-def restore_libraries(nb: nbformat.NotebookNode) -> None:
-    """Put back the d3/jQuery that saved notebooks leave out of bertviz views (in place)."""
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            if "text/html" in data:
-                html = data["text/html"]
-                data["text/html"] = assets.restore_inlined(
-                    "".join(html) if isinstance(html, list) else html)
-
-
 def nav_bar(pages: list[tuple[str, str]], index: int) -> str:
     """Previous / course map / next links, inserted at the top of each page."""
     links = []
@@ -137,7 +126,7 @@ def build(out: Path) -> list[Path]:
     entries = []
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
-        restore_libraries(nb)
+        assets.map_html_outputs(nb, assets.restore_inlined)  # the d3/jQuery saving left out
         title, summary = notebook_title(nb, path.stem)
         entries.append((path, nb, path.stem + ".html", title, summary))
     pages = [(page, title) for _, _, page, title, _ in entries]

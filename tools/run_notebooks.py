@@ -119,10 +119,7 @@ def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = _coalesce_streams(cell.outputs)
-            for output in cell.outputs:
-                data = output.get("data", {})
-                if "text/html" in data:
-                    data["text/html"] = assets.strip_inlined(_text(data["text/html"]))
+    assets.map_html_outputs(nb, assets.strip_inlined)
     ids = _widget_id_order(nb)
     if ids:
         text = json.dumps(nb)
