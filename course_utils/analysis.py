@@ -1,4 +1,4 @@
-"""What attention heads do, measured (notebooks 11–12).
+"""What attention heads do, measured. Used in notebooks 04, 05, 11, 12.
 
 Conventions: an attention map is a tensor ``(..., T, T)`` of weights, rows = queries, columns
 = keys, each row summing to 1 (or 0 for a fully masked row). Leading dims are free: one
@@ -12,9 +12,12 @@ tensor is ``(B, H)``; average over the batch axis yourself.
   names heads with transparent thresholds.
 - **Circuit scores** (decoder heads): ``previous_token_score``, ``duplicate_token_score``,
   ``prefix_matching_score``, ``induction_score`` (+ ``uniform_induction_baseline``).
-- **Ablations**: ``ablate_heads`` zeroes chosen heads' outputs (a pre-hook on the output
+- **Ablations**: ``ablate_heads`` zeroes chosen heads' outputs, or sets them to their
+  mean (``head_output_means``) (a pre-hook on the output
   projection, i.e. the concatenated heads are masked before W_O), ``skip_layers`` makes
   layers the identity; ``head_ablation_effects`` / ``layer_ablation_effects`` loop them.
+- ``word_token_index``: where a word of a text sits in its tokens (by character offsets),
+  ``antecedent_preference`` and ``flip_summary`` for pronoun experiments.
 - ``AttentionOnlyTransformer``: the 2-layer, attention-only decoder of the induction-head
   experiment, and ``repeated_block_batch`` its data.
 """
@@ -22,6 +25,7 @@ tensor is ``(B, H)``; average over the batch axis yourself.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -204,15 +208,20 @@ def head_features(
     return torch.stack(rows)  # (L, H, F)
 
 
-RULE_LABELS = ("delimiter", "positional", "local", "broad")
+RULE_LABELS = ("positional", "delimiter", "local", "broad")
 
 
 @dataclass
 class Rules:
-    """Thresholds of ``rule_labels`` (applied in this order, first match wins)."""
+    """Thresholds of ``rule_labels`` (applied in this order, first match wins).
 
-    delimiter: float = 0.5  # [CLS] + [SEP]/punct mass at least this -> "delimiter"
+    ``positional`` is tested before ``delimiter``: a sharp previous/next-token head usually
+    also parks the rest of its attention on [CLS]/[SEP], and its fixed offset is what makes
+    it distinctive (tested the other way round, next-token heads were labelled delimiter).
+    """
+
     positional: float = 0.5  # previous, next or self mass at least this -> "positional"
+    delimiter: float = 0.5  # [CLS] + [SEP]/punct mass at least this -> "delimiter"
     # self + previous + next mass at least this -> "local"; else "broad". Uniform attention
     # over T tokens gives about 3 / T here (0.375 for T = 8, 0.2 for T = 15), so the default
     # suits sentences of 8 tokens or more. (A threshold on the mean distance works poorly on
@@ -224,11 +233,11 @@ class Rules:
 def rule_labels(features: torch.Tensor, rules: Rules | None = None) -> list[str]:
     """Transparent labels for heads from their ``head_features`` rows ``(..., F)``.
 
-    delimiter: most attention goes to [CLS]/[SEP]/punctuation (a "no-op" sink);
-    positional: most attention goes to a fixed relative position (previous, next, self);
-    local: a large share on the token itself and its two neighbours together, no single one
-    dominating; broad: everything else (spread over the sentence).
-    Returns a flat list (row-major over the leading dims).
+    Tested in ``RULE_LABELS`` order, first match wins. positional: a large share goes to
+    one fixed relative position (previous, next, self); delimiter: most attention goes to
+    [CLS]/[SEP]/punctuation (a "no-op" sink); local: a large share on the token itself and
+    its two neighbours together, no single one dominating; broad: everything else (spread
+    over the sentence). Returns a flat list (row-major over the leading dims).
     """
     rules = rules or Rules()
     if features.shape[-1] != len(FEATURE_NAMES):
@@ -236,10 +245,10 @@ def rule_labels(features: torch.Tensor, rules: Rules | None = None) -> list[str]
     f = {name: features[..., i].reshape(-1) for i, name in enumerate(FEATURE_NAMES)}
     labels = []
     for k in range(f["cls"].numel()):
-        if f["cls"][k] + f["sep_punct"][k] >= rules.delimiter:
-            labels.append("delimiter")
-        elif max(f["previous"][k], f["next"][k], f["diagonal"][k]) >= rules.positional:
+        if max(f["previous"][k], f["next"][k], f["diagonal"][k]) >= rules.positional:
             labels.append("positional")
+        elif f["cls"][k] + f["sep_punct"][k] >= rules.delimiter:
+            labels.append("delimiter")
         elif f["diagonal"][k] + f["previous"][k] + f["next"][k] >= rules.local:
             labels.append("local")
         else:
@@ -323,7 +332,8 @@ def _as_batch(value, batch: int, name: str) -> torch.Tensor:
 
 
 def induction_score(
-    weights: torch.Tensor, first_start: int | torch.Tensor, block_len: int | torch.Tensor
+    weights: torch.Tensor, first_start: int | torch.Tensor, block_len: int | torch.Tensor,
+    *, exclude_last: bool = False,
 ) -> torch.Tensor:
     """Induction score on ``[prefix, block, block]`` sequences.
 
@@ -336,6 +346,12 @@ def induction_score(
     sequence may have its own block). Returns ``(...)``, averaged over the batch. A perfect
     induction head scores 1; uniform causal attention scores
     ``uniform_induction_baseline(...)``.
+
+    ``exclude_last=True`` leaves out the second copy's last query: the token after it is
+    not part of the copy (at the end of a sequence it does not exist), so next-token
+    training never rewards copying there, and a model trained on ``tokens[:, :-1]`` never
+    even sees that position. Then ``first_start + 2 * block_len - 1 <= T`` suffices (the
+    maps of ``tokens[:, :-1]`` qualify) and ``block_len >= 2``.
     """
     weights = _check_weights(weights)
     if weights.dim() < 3:
@@ -343,34 +359,38 @@ def induction_score(
     batch, seq_len = weights.shape[0], weights.shape[-1]
     starts = _as_batch(first_start, batch, "first_start")
     lengths = _as_batch(block_len, batch, "block_len")
-    if torch.any(lengths < 1) or torch.any(starts < 0) or torch.any(starts + 2 * lengths > seq_len):
+    drop = int(bool(exclude_last))
+    if torch.any(lengths < 1 + drop) or torch.any(starts < 0) \
+            or torch.any(starts + 2 * lengths - drop > seq_len):
         raise ValueError(
-            f"each sequence needs 0 <= first_start and first_start + 2 * block_len <= T={seq_len}; "
+            f"each sequence needs 0 <= first_start, block_len >= {1 + drop} and "
+            f"first_start + 2 * block_len{' - 1' if drop else ''} <= T={seq_len}; "
             f"got first_start {starts.tolist()} and block_len {lengths.tolist()}"
         )
     query = torch.arange(seq_len)
     scores = []
     for b in range(batch):
         second = starts[b] + lengths[b]
-        rows = query[second : second + lengths[b]]  # queries in the second copy
+        rows = query[second : second + lengths[b] - drop]  # queries in the second copy
         keys = rows - lengths[b] + 1
         scores.append(weights[b][..., rows, keys].mean(-1))
     return torch.stack(scores).mean(0)
 
 
 def uniform_induction_baseline(
-    first_start: int | torch.Tensor, block_len: int | torch.Tensor, batch: int | None = None
+    first_start: int | torch.Tensor, block_len: int | torch.Tensor, batch: int | None = None,
+    *, exclude_last: bool = False,
 ) -> float:
     """``induction_score`` of uniform causal attention (query i spreads 1/(i+1) over keys
-    0..i): the chance level the learned heads are compared with."""
+    0..i): the chance level the learned heads are compared with (same ``exclude_last``)."""
     starts, lengths = torch.as_tensor(first_start), torch.as_tensor(block_len)
     if batch is None:
         batch = max(starts.numel(), lengths.numel())
     starts, lengths = _as_batch(starts, batch, "first_start"), _as_batch(lengths, batch, "block_len")
     total = 0.0
     for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
-        rows = range(start + length, start + 2 * length)
-        total += sum(1.0 / (i + 1) for i in rows) / length
+        rows = range(start + length, start + 2 * length - int(bool(exclude_last)))
+        total += sum(1.0 / (i + 1) for i in rows) / len(rows)
     return total / batch
 
 
@@ -434,34 +454,85 @@ def _parse_heads(heads: Iterable[tuple[int, int]], projections) -> dict[int, lis
 
 
 @contextlib.contextmanager
-def ablate_heads(model: nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
-    """Inside the ``with`` block, the given ``(layer, head)`` heads output zero.
+def ablate_heads(
+    model: nn.Module, heads: Iterable[tuple[int, int]],
+    means: Sequence[torch.Tensor] | None = None,
+) -> Iterator[None]:
+    """Inside the ``with`` block, the given ``(layer, head)`` heads output zero, or, with
+    ``means`` (from ``head_output_means``), their mean output (mean-ablation).
 
-    Implemented as a forward pre-hook on each layer's output projection that zeroes the
-    head's slice of the concatenated head outputs (what a "head mask" of 0 does).
+    Implemented as a forward pre-hook on each layer's output projection that replaces the
+    head's slice of the concatenated head outputs (zero = what a "head mask" of 0 does).
+    Zero is not a value a head normally outputs, so zero-ablation can push the model off
+    its distribution (losses above the uniform guess); the mean keeps the head's average
+    contribution and removes only what varies with the input.
     """
     projections = head_output_projections(model)
     by_layer = _parse_heads(heads, projections)
+    if means is not None and len(means) != len(projections):
+        raise ValueError(f"means must have one tensor per layer ({len(projections)}), got {len(means)}")
     handles = []
 
-    def make_hook(head_list: list[int], num_heads: int):
+    def make_hook(head_list: list[int], num_heads: int, mean: torch.Tensor | None):
         def hook(module, args):
             concat = args[0]  # (B, T, H * d_head)
             d_head = concat.shape[-1] // num_heads
             keep = torch.ones(num_heads, d_head, dtype=concat.dtype, device=concat.device)
             keep[head_list] = 0
-            return (concat * keep.reshape(-1), *args[1:])
+            keep = keep.reshape(-1)  # (H * d_head,)
+            if mean is None:
+                return (concat * keep, *args[1:])
+            if mean.shape[-1] != concat.shape[-1] or (mean.dim() == 2 and mean.shape[0] < concat.shape[1]):
+                raise ValueError(
+                    f"mean of shape {tuple(mean.shape)} does not fit head outputs {tuple(concat.shape)}"
+                )
+            fill = mean[: concat.shape[1]] if mean.dim() == 2 else mean  # (T, C) or (C,)
+            return (concat * keep + fill.to(concat.dtype) * (1 - keep), *args[1:])
 
         return hook
 
     try:
         for layer, head_list in by_layer.items():
             projection, num_heads = projections[layer]
-            handles.append(projection.register_forward_pre_hook(make_hook(head_list, num_heads)))
+            mean = None if means is None else means[layer]
+            handles.append(projection.register_forward_pre_hook(make_hook(head_list, num_heads, mean)))
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+@torch.no_grad()
+def head_output_means(model: nn.Module, *inputs, per_position: bool = True, **kwargs) -> list[torch.Tensor]:
+    """Each layer's concatenated head outputs (the input of its output projection),
+    averaged over a reference batch: the values ``ablate_heads(..., means=...)`` puts in
+    place of an ablated head. ``model(*inputs, **kwargs)`` runs once.
+
+    Returns one tensor per layer: ``(T, H * d_head)`` averaged over the batch (each
+    position keeps its own mean: ``per_position=True``), or ``(H * d_head,)`` averaged over
+    batch and positions.
+    """
+    projections = head_output_projections(model)
+    captured: list[torch.Tensor | None] = [None] * len(projections)
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(module, args):
+            concat = args[0]  # (B, T, H * d_head)
+            captured[layer] = concat.mean(0) if per_position else concat.mean((0, 1))
+
+        return hook
+
+    try:
+        for layer, (projection, _) in enumerate(projections):
+            handles.append(projection.register_forward_pre_hook(make_hook(layer)))
+        model(*inputs, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if any(c is None for c in captured):
+        raise ValueError("the model's forward did not run every layer's output projection")
+    return captured
 
 
 @contextlib.contextmanager
@@ -535,6 +606,30 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return F.normalize(pooled, dim=-1)
 
 
+def word_token_index(tokenizer, text: str, word: str) -> int:
+    """Token index of ``word`` in ``text``, found by character offsets, not token strings.
+
+    Finds the first whole-word, case-insensitive occurrence of ``word`` in ``text``, then
+    the first token whose character span (the fast tokenizer's ``offset_mapping``) overlaps
+    it. The index counts special tokens (``[CLS]`` is 0 for BERT), so it indexes the rows
+    and columns of the model's attention maps. Works whatever the tokenizer does to the
+    string (lower-casing, ``##`` pieces, ``Ġ`` spaces); a word split into several pieces
+    gives its first piece.
+    """
+    if not isinstance(text, str) or not isinstance(word, str) or not word.strip():
+        raise ValueError(f"text and word must be strings, word non-empty; got {text!r}, {word!r}")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("word_token_index needs a fast tokenizer (it reads offset_mapping)")
+    match = re.search(rf"(?<!\w){re.escape(word.strip())}(?!\w)", text, flags=re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"the word {word!r} does not occur in {text!r}")
+    offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    for index, (start, end) in enumerate(offsets):
+        if end > start and start < match.end() and end > match.start():
+            return index
+    raise ValueError(f"no token of {text!r} covers the word {word!r} (truncated?)")
+
+
 def antecedent_preference(
     attention_rows: torch.Tensor, first: int, second: int
 ) -> torch.Tensor:
@@ -544,6 +639,29 @@ def antecedent_preference(
     if attention_rows.shape[-1] <= max(first, second):
         raise ValueError(f"key positions {first}, {second} out of range for rows of length {attention_rows.shape[-1]}")
     return attention_rows[..., first] - attention_rows[..., second]
+
+
+def flip_summary(first: torch.Tensor, second: torch.Tensor) -> dict:
+    """Heads whose preference flips sign from one input to the other.
+
+    ``first``, ``second``: ``(L, H)`` preferences (``antecedent_preference``) of every head
+    on two inputs. A head flips when its preference is positive on ``first`` and negative on
+    ``second``. Returns ``count`` (heads that flip), ``change`` (the largest ``first -
+    second`` among them, 0.0 if none) and ``layer`` / ``head`` of that head (``None`` if
+    none), plus ``mean_abs_change`` over all heads. Apply the same function to control
+    pairs (the same kind of edit, no change of referent) to get its null distribution.
+    """
+    if first.shape != second.shape or first.dim() != 2:
+        raise ValueError(f"first and second must be (L, H) of one shape, got {tuple(first.shape)} and {tuple(second.shape)}")
+    change = first - second  # (L, H)
+    flips = (first > 0) & (second < 0)
+    summary = {"count": int(flips.sum()), "change": 0.0, "layer": None, "head": None,
+               "mean_abs_change": float(change.abs().mean())}
+    if flips.any():
+        masked = torch.where(flips, change, torch.tensor(float("-inf"), dtype=change.dtype))
+        layer, head = divmod(int(torch.argmax(masked)), change.shape[1])
+        summary.update(change=float(change[layer, head]), layer=layer, head=head)
+    return summary
 
 
 # ----------------------------------------------------------------------------------------

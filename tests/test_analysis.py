@@ -115,6 +115,14 @@ def test_features_and_rules_name_hand_built_heads():
     features = head_features([layer, layer], cls, sep)
     assert features.shape == (2, 4, len(FEATURE_NAMES))
     assert rule_labels(features) == ["delimiter", "positional", "local", "broad"] * 2
+    # a sharp next-token head that parks the rest on [SEP] is positional, not delimiter
+    next_then_sep = torch.zeros(T, T)
+    for i in range(T):
+        next_then_sep[i, min(i + 1, T - 1)] += 0.45
+        next_then_sep[i, -1] += 0.55
+    mixed = head_features([next_then_sep[None]], cls, sep)
+    assert mixed[0, 0, FEATURE_NAMES.index("sep_punct")] >= 0.5
+    assert rule_labels(mixed, Rules(positional=0.3)) == ["positional"]
     # raising the positional threshold above 1 turns the previous-token head into "local"
     assert rule_labels(features[0], Rules(positional=1.01))[1] == "local"
     # uniform attention over 8 tokens puts 3/8 on self + neighbours: "local" at a lower threshold
@@ -264,3 +272,101 @@ def test_ablating_a_minilm_head_changes_only_later_layers(encoder):
     for layer in range(4):  # embeddings + outputs of layers 0..2: untouched
         assert torch.equal(intact[layer], ablated[layer])
     assert not torch.allclose(intact[4], ablated[4], atol=1e-4)
+
+
+def test_word_token_index_uses_offsets():
+    from transformers import AutoTokenizer
+
+    from course_utils.analysis import word_token_index
+    from course_utils.models import encoder_dir, quiet
+
+    with quiet():
+        tokenizer = AutoTokenizer.from_pretrained(encoder_dir())
+    text = "Its owner said: The Animal didn't cross because it was tired."
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
+    assert tokens[word_token_index(tokenizer, text, "animal")] == "animal"  # case-insensitive
+    assert tokens[word_token_index(tokenizer, text, "it")] == "it"  # whole word, not "its"
+    assert word_token_index(tokenizer, text, "owner") == 2  # [CLS] counted
+    piece = word_token_index(tokenizer, "unbelievably tired", "unbelievably")
+    assert piece == 1  # a word split into pieces gives its first piece
+    with pytest.raises(ValueError, match="does not occur"):
+        word_token_index(tokenizer, text, "zebra")
+
+
+def test_flip_summary_counts_sign_flips_and_picks_the_largest():
+    from course_utils.analysis import flip_summary
+
+    first = torch.tensor([[0.2, 0.1, -0.3], [0.05, 0.4, 0.0]])
+    second = torch.tensor([[-0.1, -0.5, 0.2], [0.1, -0.1, -0.2]])
+    summary = flip_summary(first, second)
+    assert summary["count"] == 3  # (0, 0), (0, 1), (1, 1); 0.0 is not positive
+    assert (summary["layer"], summary["head"]) == (0, 1)
+    assert summary["change"] == pytest.approx(0.6)
+    assert summary["mean_abs_change"] == pytest.approx(float((first - second).abs().mean()))
+    none = flip_summary(second.abs(), second.abs())
+    assert none["count"] == 0 and none["layer"] is None and none["change"] == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        flip_summary(first, second[0])
+
+
+# ---- notebook 12: the induction score without the untrained last position, mean-ablation
+def test_induction_score_can_leave_out_the_last_query_of_the_second_copy():
+    from course_utils.analysis import induction_score as score
+    from course_utils.analysis import uniform_induction_baseline as baseline
+
+    start, length, n = 2, 4, 10  # block at 2..5, again at 6..9; the last query is 9
+    weights = causal_uniform(n).clone()
+    for i in range(start + length, start + 2 * length - 1):  # every query but the last
+        weights[i] = 0
+        weights[i, i - length + 1] = 1
+    assert score(weights[None], start, length, exclude_last=True).item() == pytest.approx(1.0)
+    expected_all = (3 + 1 / n) / 4  # the last query is uniform: 1/10 on its induction key
+    assert score(weights[None], start, length).item() == pytest.approx(expected_all)
+    # the maps of tokens[:, :-1] (one position shorter) are enough when the last is left out
+    short = weights[: n - 1, : n - 1]
+    assert score(short[None], start, length, exclude_last=True).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="first_start"):
+        score(short[None], start, length)
+    with pytest.raises(ValueError, match="block_len >= 2"):
+        score(weights[None], 2, 1, exclude_last=True)
+    assert baseline(start, length, exclude_last=True) == pytest.approx(sum(1 / (i + 1) for i in range(6, 9)) / 3)
+    uniform = causal_uniform(n - 1)[None]
+    assert score(uniform, start, length, exclude_last=True).item() == pytest.approx(
+        baseline(start, length, exclude_last=True))
+
+
+def test_mean_ablation_puts_the_batch_mean_in_the_head_slice():
+    from course_utils.analysis import head_output_means
+
+    model = tiny_model().eval()
+    tokens = torch.randint(0, 11, (3, 9), generator=torch.Generator().manual_seed(0))
+    projection = model.layers[1].attn.out_proj
+    captured = {}
+    handle = projection.register_forward_pre_hook(lambda m, a: captured.setdefault("x", a[0].clone()))
+    with torch.no_grad():
+        model(tokens)
+    handle.remove()
+    means = head_output_means(model, tokens)
+    assert [tuple(m.shape) for m in means] == [(9, 16), (9, 16)]
+    torch.testing.assert_close(means[1], captured["x"].mean(0))
+    flat = head_output_means(model, tokens, per_position=False)
+    torch.testing.assert_close(flat[1], captured["x"].mean((0, 1)))
+
+    replaced = captured["x"].clone()
+    replaced[..., 2 * 4 : 3 * 4] = captured["x"].mean(0)[:, 2 * 4 : 3 * 4]  # head 2 -> its mean
+    outputs = {}
+    handle = projection.register_forward_hook(lambda m, a, out: outputs.setdefault("y", out.clone()))
+    with torch.no_grad(), ablate_heads(model, [(1, 2)], means=means):
+        model(tokens)
+    handle.remove()
+    torch.testing.assert_close(outputs["y"], projection(replaced))
+    # one sequence is its own mean: mean-ablating every head changes nothing
+    one = tokens[:1]
+    with torch.no_grad():
+        intact = model(one)
+        with ablate_heads(model, [(0, h) for h in range(4)] + [(1, h) for h in range(4)],
+                          means=head_output_means(model, one)):
+            torch.testing.assert_close(model(one), intact)
+    with pytest.raises(ValueError, match="one tensor per layer"):
+        with ablate_heads(model, [(1, 2)], means=means[:1]):
+            pass

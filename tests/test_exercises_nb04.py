@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from scipy.special import softmax as scipy_softmax
 
 from course_utils.exercises.nb04 import check_antecedent_attention, check_attention, check_softmax
 from course_utils.solutions import nb04 as solutions
@@ -19,7 +22,10 @@ def _message(result):
     return result.message
 
 
-def test_softmax_reference_passes():
+def test_softmax_reference_matches_scipy_and_passes():
+    rng = np.random.default_rng(0)
+    for scores in (rng.normal(size=(3, 7)), rng.normal(size=(2, 4, 5)) * 30 + 1000):
+        np.testing.assert_allclose(solutions.softmax(scores), scipy_softmax(scores, axis=-1), rtol=1e-12, atol=1e-15)
     assert check_softmax(solutions.softmax).passed
 
 
@@ -37,7 +43,11 @@ def test_softmax_stub_is_not_attempted():
     assert "not attempted" in _message(check_softmax(stub))
 
 
-def test_attention_reference_passes():
+def test_attention_reference_matches_torch_sdpa_and_passes():
+    rng = np.random.default_rng(1)
+    q, k, v = rng.normal(size=(5, 8)), rng.normal(size=(7, 8)), rng.normal(size=(7, 3))
+    expected = F.scaled_dot_product_attention(*(torch.from_numpy(m)[None] for m in (q, k, v)))[0]
+    np.testing.assert_allclose(solutions.attention(q, k, v), expected.numpy(), rtol=1e-10, atol=1e-12)
     assert check_attention(solutions.attention).passed
 
 
@@ -54,7 +64,12 @@ def test_attention_mistakes(wrong, needle):
     assert needle in _message(check_attention(wrong))
 
 
-def test_antecedent_reference_passes():
+def test_antecedent_reference_matches_a_search_over_heads_and_passes():
+    maps = torch.softmax(torch.randn(3, 4, 6, 6, generator=torch.Generator().manual_seed(2)), -1).numpy()
+    query, key = 4, 1
+    best = max(((layer, head) for layer in range(3) for head in range(4)), key=lambda lh: maps[lh[0], lh[1], query, key])
+    layer, head, weight = solutions.antecedent_attention(maps, query, key)
+    assert (layer, head) == best and weight == pytest.approx(float(maps[best[0], best[1], query, key]))
     assert check_antecedent_attention(solutions.antecedent_attention).passed
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.llama.modeling_llama import repeat_kv
 
 from course_utils.exercises import nb05, nb06
 from course_utils.solutions import nb05 as sol05
@@ -12,11 +15,54 @@ from course_utils.solutions import nb06 as sol06
 pytestmark = pytest.mark.usefixtures("learner_mode")  # checkers judge the given function
 
 
-def test_references_pass():
+def test_references_pass_their_checkers():
     assert nb05.check_split_heads(sol05.split_heads).passed
     assert nb05.check_repeat_kv_heads(sol05.repeat_kv_heads).passed
     assert nb06.check_causal_padding_mask(sol06.causal_padding_mask).passed
     assert nb06.check_sliding_window(sol06.sliding_window).passed
+
+
+def test_split_heads_rebuilds_nn_multihead_attention():
+    """Attention per head on split_heads' slices, concatenated and projected = torch's module."""
+    torch.manual_seed(0)
+    d_model, heads = 16, 4
+    reference = nn.MultiheadAttention(d_model, heads, batch_first=True).eval()
+    x = torch.randn(2, 5, d_model)
+    w_q, w_k, w_v = reference.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = reference.in_proj_bias.chunk(3)
+    with torch.no_grad():
+        q, k, v = (sol05.split_heads(x @ w.T + b, heads) for w, b in ((w_q, b_q), (w_k, b_k), (w_v, b_v)))
+        per_head = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, d_head)
+        ours = reference.out_proj(per_head.transpose(1, 2).reshape(2, 5, d_model))
+        expected, _ = reference(x, x, x)
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_repeat_kv_heads_matches_transformers_and_sdpa_gqa():
+    kv = torch.randn(2, 3, 5, 4)
+    torch.testing.assert_close(sol05.repeat_kv_heads(kv, 9), repeat_kv(kv, 3), atol=0, rtol=0)
+    q = torch.randn(2, 9, 5, 4)
+    gqa = F.scaled_dot_product_attention(q, kv, kv, enable_gqa=True)
+    repeated = sol05.repeat_kv_heads(kv, 9)
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, repeated, repeated), gqa, atol=1e-6, rtol=1e-5)
+
+
+def test_causal_padding_mask_matches_sdpa_on_unpadded_sequences():
+    """With the mask, each padded sequence's real rows equal causal SDPA on that sequence alone."""
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
+    mask = sol06.causal_padding_mask(attention_mask)
+    ours = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    for b, length in enumerate(attention_mask.sum(-1).tolist()):
+        alone = F.scaled_dot_product_attention(q[b:b + 1, :, :length], k[b:b + 1, :, :length],
+                                               v[b:b + 1, :, :length], is_causal=True)
+        torch.testing.assert_close(ours[b:b + 1, :, :length], alone, atol=1e-6, rtol=1e-5)
+
+
+def test_sliding_window_matches_a_band_matrix():
+    for n, window in ((6, 1), (6, 3), (5, 5), (4, 9)):
+        band = torch.ones(n, n).tril().triu(-(window - 1)).bool()  # diagonals 0 .. -(window - 1)
+        assert torch.equal(sol06.sliding_window(n, window), band)
 
 
 def test_split_heads_mistakes():

@@ -12,7 +12,7 @@ from course_utils.analysis import attention_entropy, induction_score
 from course_utils.exercises import nb11, nb12
 from course_utils.solutions import nb11 as sol11
 from course_utils.solutions import nb12 as sol12
-from course_utils.training import TrainConfig, lr_at_step
+from course_utils.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("learner_mode")  # checkers judge the given function
 
@@ -74,16 +74,36 @@ def test_induction_score_mistakes():
         q = torch.arange(start + length, start + 2 * length)
         return weights[:, q, q - 1].mean(-1)
 
+    def with_last(weights, start, length):
+        q = torch.arange(start + length, start + 2 * length)
+        return weights[:, q, q - length + 1].mean(-1)
+
     assert "duplicate-token" in nb12.check_induction_score(duplicate).message
     assert "previous-token" in nb12.check_induction_score(previous).message
+    assert "last query" in nb12.check_induction_score(with_last).message
 
 
 def test_references_agree_with_course_utils():
     generator = torch.Generator().manual_seed(0)
     weights = torch.softmax(torch.randn(3, 10, 10, generator=generator), -1)
     assert torch.allclose(sol11.head_entropy(weights), attention_entropy(weights))
-    assert torch.allclose(sol12.induction_score(weights, 1, 4), induction_score(weights[None], 1, 4))
+    assert torch.allclose(sol12.induction_score(weights, 1, 4),
+                          induction_score(weights[None], 1, 4, exclude_last=True))
     config = TrainConfig(steps=60, lr=2e-3, warmup_steps=7, min_lr_ratio=0.25)
     for step in range(60):
-        assert math.isclose(sol12.warmup_cosine(step, 60, 2e-3, 7, 5e-4), lr_at_step(step, config),
+        assert math.isclose(sol12.warmup_cosine(step, 60, 2e-3, 7, 5e-4), config.lr_at(step),
                             rel_tol=1e-9)
+
+
+def test_nb11_references_match_independent_oracles():
+    """head_entropy = torch.distributions' entropy; zero_head = a 0/1 head mask on (B, T, H, d)."""
+    generator = torch.Generator().manual_seed(1)
+    weights = torch.softmax(torch.randn(4, 6, 6, generator=generator), -1)
+    weights[0, 0] = torch.tensor([1.0, 0, 0, 0, 0, 0])  # a one-hot row: 0 · log 0 = 0
+    oracle = torch.distributions.Categorical(probs=weights).entropy().mean(-1)
+    torch.testing.assert_close(sol11.head_entropy(weights), oracle, atol=1e-6, rtol=1e-5)
+    concat = torch.randn(2, 3, 4 * 5, generator=generator)
+    keep = torch.ones(4)
+    keep[2] = 0
+    expected = (concat.view(2, 3, 4, 5) * keep[:, None]).reshape(2, 3, 20)
+    assert torch.equal(sol11.zero_head(concat, 2, 4), expected)

@@ -125,11 +125,18 @@ def test_grouped_query_heads_share_kv_as_h_floor_div_group():
 
 
 def test_kv_cache_bytes():
+    # One signature since issue 14: kv_cache_bytes(config, seq_len, batch=1, bytes_per_value=4).
+    from types import SimpleNamespace
+
+    def shape(kv_heads):
+        return SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=kv_heads,
+                               head_dim=64, hidden_size=576)
+
     # SmolLM2: 30 layers, 3 KV heads of 64 dims, fp16 -> 2*30*3*64*2 = 23 040 bytes per token.
-    assert kv_cache_bytes(1, 30, 3, 64) == 23_040
-    assert kv_cache_bytes(2048, 30, 9, 64) == 3 * kv_cache_bytes(2048, 30, 3, 64)
+    assert kv_cache_bytes(shape(3), 1, bytes_per_value=2) == 23_040
+    assert kv_cache_bytes(shape(9), 2048) == 3 * kv_cache_bytes(shape(3), 2048)
     with pytest.raises(ValueError, match="seq_len"):
-        kv_cache_bytes(0, 30, 3, 64)
+        kv_cache_bytes(shape(3), 0)
 
 
 # ---------------------------------------------------------------- property tests
