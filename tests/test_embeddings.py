@@ -14,8 +14,10 @@ from course_utils.embeddings import (
     nearest_neighbours,
     one_hot_lookup,
     pca_2d,
+    sense_gap,
     word_token_positions,
     word_vectors,
+    word_vectors_batch,
 )
 
 
@@ -88,6 +90,65 @@ def test_pca_2d_matches_sklearn_up_to_sign():
         pca_2d(x[:1])
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: one_hot_lookup([[0.5]], torch.randn(3, 2)), "^one_hot_lookup: ids must be integer"),
+        (lambda: one_hot_lookup(torch.tensor([1]), torch.ones(3, 2, dtype=torch.long)),
+         "^one_hot_lookup: table must be a floating-point"),
+        (lambda: mean_pool(torch.randn(1, 2, 3), torch.tensor([[1, 2]])),
+         "^mean_pool: attention_mask must hold only 0"),
+        (lambda: mean_pool([[1.0]], torch.ones(1, 1)), "^mean_pool: hidden_states must be a torch.Tensor"),
+        (lambda: cosine_similarity(torch.randn(2, 0), torch.randn(2, 0)), "^cosine_similarity: a must have vectors"),
+        (lambda: cosine_similarity(torch.ones(2, 3, dtype=torch.long), torch.randn(2, 3)),
+         "^cosine_similarity: a must be a floating-point"),
+        (lambda: l2_normalize(torch.tensor(3.0)), r"^l2_normalize: x must have shape \(\.\.\., C\)"),
+        (lambda: nearest_neighbours(torch.randn(3), torch.randn(4, 5)), "^nearest_neighbours: query has size 3"),
+        (lambda: nearest_neighbours(torch.randn(5), torch.randn(4, 5), exclude=[9]),
+         r"^nearest_neighbours: exclude must hold row indices in \[0, 4\)"),
+        (lambda: pca_2d(torch.ones(3, 2, dtype=torch.int32)), "^pca_2d: x must be a floating-point"),
+        (lambda: sense_gap(torch.randn(6, 3), [0, 0, 0, 1, 1]), "^sense_gap: senses must be a list of 6"),
+        (lambda: sense_gap(torch.randn(6, 3), [0, 0, 0, 1, 1, 2]), "^sense_gap: senses must hold exactly 2"),
+        (lambda: sense_gap(torch.randn(6, 3), [0, 0, 0, 0, 1, 1]), "^sense_gap: senses: each sense needs"),
+        (lambda: sense_gap(torch.full((6, 3), float("nan")), [0, 0, 0, 1, 1, 1]), "^sense_gap: vectors must be finite"),
+        (lambda: sense_gap(torch.randn(6, 3), [0, 0, 0, 1, 1, 1], level=1.0), "^sense_gap: level must be"),
+        (lambda: sense_gap(torch.randn(6, 3), [0, 0, 0, 1, 1, 1], n_boot=0), "^sense_gap: n_boot must be"),
+    ],
+)
+def test_bad_inputs_name_the_function_and_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def _direct_gap(vectors: torch.Tensor, senses: list) -> float:
+    """Same-sense minus cross-sense mean cosine, by an explicit loop over pairs."""
+    same, different = [], []
+    for i in range(len(senses)):
+        for j in range(i + 1, len(senses)):
+            cos = torch.nn.functional.cosine_similarity(vectors[i].double(), vectors[j].double(), dim=0).item()
+            (same if senses[i] == senses[j] else different).append(cos)
+    return float(np.mean(same) - np.mean(different))
+
+
+def test_sense_gap_equals_a_direct_count_and_detects_clusters():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(2, 16, generator=generator)
+    senses = ["river"] * 10 + ["money"] * 12
+    clustered = centres[[0] * 10 + [1] * 12] + 0.8 * torch.randn(22, 16, generator=generator)
+    result = sense_gap(clustered, senses)
+    assert result.gap == pytest.approx(_direct_gap(clustered, senses), abs=1e-12)
+    assert result.gap == pytest.approx(result.same - result.different, abs=1e-12)
+    assert result.n_same_pairs == 45 + 66 and result.n_different_pairs == 120
+    assert result.low > 0 and result.low < result.gap < result.high
+    assert result.gap > result.null_high  # beats shuffled labels
+    assert sense_gap(clustered, senses) == result  # deterministic for a seed
+    # No sense structure: the interval straddles 0 and the gap does not beat the null.
+    noise = torch.randn(22, 16, generator=generator)
+    plain = sense_gap(noise, senses)
+    assert plain.gap == pytest.approx(_direct_gap(noise, senses), abs=1e-12)
+    assert plain.low < 0 < plain.high and plain.gap < plain.null_high
+
+
 @pytest.mark.slow
 def test_embed_sentences_equals_sentence_transformers(encoder):
     from sentence_transformers import SentenceTransformer
@@ -124,3 +185,17 @@ def test_word_vectors_are_contextual(encoder):
     assert word_token_positions(tokenizer, "bank to bank", "bank", occurrence=1) == [3]
     with pytest.raises(ValueError, match="occurs 1 time"):
         word_vectors(model, tokenizer, "the bank", "bank", occurrence=1)
+
+
+@pytest.mark.slow
+def test_word_vectors_batch_equals_one_sentence_at_a_time(encoder):
+    model, tokenizer = encoder
+    sentences = ["The bank closed.", "We walked along the muddy river bank at dawn.", "Bank on it."]
+    batched = word_vectors_batch(model, tokenizer, sentences, "bank")
+    assert batched.shape == (3, 7, 384)
+    for row, sentence in zip(batched, sentences, strict=True):
+        assert (row - word_vectors(model, tokenizer, sentence, "bank")).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="^word_token_positions: word 'bank' occurs 0 time"):
+        word_vectors_batch(model, tokenizer, ["no such word here"], "bank")
+    with pytest.raises(ValueError, match=r"^word_vectors_batch: sentences\[1\] must be a non-empty string"):
+        word_vectors_batch(model, tokenizer, ["bank", "  "], "bank")

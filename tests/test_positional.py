@@ -8,7 +8,15 @@ import math
 import pytest
 import torch
 
-from course_utils.positional import apply_rope, rope_frequencies, rotate_half, sinusoidal_encoding
+from course_utils.positional import (
+    apply_rope,
+    apply_rope_adjacent_pairs,
+    rope_adjacent_permutation,
+    rope_frequencies,
+    rope_wavelengths,
+    rotate_half,
+    sinusoidal_encoding,
+)
 
 
 def test_sinusoidal_shape_and_worked_values():
@@ -42,10 +50,12 @@ def test_sinusoidal_offset_is_a_linear_map():
 @pytest.mark.parametrize(
     ("args", "message"),
     [((0, 8), "seq_len must be a positive integer"), ((4, 7), "d_model must be even"),
-     ((4, -2), "d_model must be a positive integer"), ((2.5, 8), "seq_len must be a positive")],
+     ((4, -2), "d_model must be a positive even integer"), ((2.5, 8), "seq_len must be a positive"),
+     ((True, 8), "seq_len must be a positive"), ((4, 8, 0.5), "base must be a finite number > 1"),
+     ((4, 8, float("nan")), "base must be a finite number > 1")],
 )
 def test_sinusoidal_bad_sizes(args, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"^sinusoidal_encoding: {message}"):
         sinusoidal_encoding(*args)
 
 
@@ -86,10 +96,95 @@ def test_rope_batched_positions_and_bad_shapes():
     positions = torch.stack([torch.arange(5), torch.arange(5) + 7])  # (B, T)
     out = apply_rope(x, positions)
     assert torch.allclose(out[1], apply_rope(x[1], torch.arange(5) + 7))
-    with pytest.raises(ValueError, match="positions must end in T=5"):
+    with pytest.raises(ValueError, match="positions must have shape .* end in T=5"):
         apply_rope(x, torch.arange(4))
-    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., T, head_dim\)"):
+    with pytest.raises(ValueError, match=r"^apply_rope: x must have shape \(\.\.\., T, head_dim\)"):
         apply_rope(torch.randn(8), torch.arange(8))
+
+
+@pytest.mark.parametrize("function", [apply_rope, apply_rope_adjacent_pairs])
+@pytest.mark.parametrize(
+    ("x", "positions", "base", "message"),
+    [
+        ([[1.0, 2.0]], [0], 10000.0, "x must be a torch.Tensor"),
+        (torch.ones(3, 4, dtype=torch.long), torch.arange(3), 10000.0, "x must be a floating-point"),
+        (torch.ones(3, 5), torch.arange(3), 10000.0, "head_dim.* must be even"),
+        (torch.ones(3, 4), torch.arange(3).float(), 10000.0, "positions must hold integers"),
+        (torch.ones(3, 4), torch.tensor([True, False, True]), 10000.0, "positions must hold integers"),
+        (torch.ones(3, 4), torch.tensor([0, -1, 2]), 10000.0, "positions must be ≥ 0"),
+        (torch.ones(3, 4), torch.tensor(2), 10000.0, "positions must have shape"),
+        (torch.ones(3, 4), torch.zeros(1, 1, 3, dtype=torch.long), 10000.0, "positions must have shape"),
+        (torch.ones(2, 1, 3, 4), torch.zeros(3, 3, dtype=torch.long), 10000.0, "do not broadcast"),
+        (torch.ones(3, 4), torch.arange(3), 0.0, "base must be a finite number > 1"),
+        (torch.ones(3, 4), torch.arange(3), float("inf"), "base must be a finite number > 1"),
+        (torch.ones(3, 4), torch.arange(3), "10000", "base must be a finite number > 1"),
+    ],
+)
+def test_rope_bad_inputs_name_the_argument(function, x, positions, base, message):
+    with pytest.raises(ValueError, match=f"^{function.__name__}: .*{message}"):
+        function(x, positions, base)
+
+
+def test_other_bad_inputs_name_the_argument():
+    for function in (rope_frequencies, rope_wavelengths, rope_adjacent_permutation):
+        with pytest.raises(ValueError, match=f"^{function.__name__}: head_dim must be even"):
+            function(6 + 1)
+        with pytest.raises(ValueError, match=f"^{function.__name__}: head_dim must be a positive"):
+            function(0)
+    with pytest.raises(ValueError, match="^rotate_half: x's last dimension must be even"):
+        rotate_half(torch.ones(2, 3))
+
+
+def test_float64_input_gets_float64_angles():
+    """A float64 x is rotated with float64 angles: scores are offset-only to ~1e-12."""
+    generator = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 1, 64, generator=generator, dtype=torch.float64)
+    scores = [(apply_rope(q, torch.tensor([m + 3]), 1e5) @ apply_rope(k, torch.tensor([m]), 1e5).T).item()
+              for m in (0, 10, 1000, 100_000)]
+    assert max(scores) - min(scores) < 1e-9
+    # float32 input: float32 angles, the error grows with the position (what the model does)
+    q32, k32 = q.float(), k.float()
+    scores32 = [(apply_rope(q32, torch.tensor([m + 3]), 1e5) @ apply_rope(k32, torch.tensor([m]), 1e5).T).item()
+                for m in (0, 100_000)]
+    assert abs(scores32[0] - scores32[1]) > 1e-6
+
+
+def test_adjacent_pairs_is_rotate_half_up_to_a_permutation():
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 7, 16, generator=generator, dtype=torch.float64)  # (B, H, T, d)
+    positions = torch.arange(7) * 5 + 2
+    perm = rope_adjacent_permutation(16)
+    assert perm.tolist() == [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15]
+    half = apply_rope(x, positions, 1e4)
+    adjacent = apply_rope_adjacent_pairs(x[..., perm], positions, 1e4)
+    assert (adjacent - half[..., perm]).abs().max() < 1e-12
+    # Without the permutation the two layouts disagree: the test can fail.
+    assert (apply_rope_adjacent_pairs(x, positions, 1e4) - half).abs().max() > 0.1
+    # Pair (x[0], x[1]) with frequency 1: a plain 2-D rotation by the position.
+    e0 = torch.zeros(1, 4, dtype=torch.float64)
+    e0[0, 0] = 1.0
+    out = apply_rope_adjacent_pairs(e0, torch.tensor([2]))
+    assert torch.allclose(out[0], torch.tensor([math.cos(2), math.sin(2), 0, 0], dtype=torch.float64))
+
+
+def test_adjacent_permutation_is_what_transformers_undoes_when_loading_gguf():
+    """llama.cpp writes W_Q/W_K in adjacent-pair order; transformers' GGUF loader permutes back."""
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    heads, head_dim, width = 3, 8, 5
+    hf_weight = torch.randn(heads * head_dim, width, generator=torch.Generator().manual_seed(3))
+    perm = rope_adjacent_permutation(head_dim)
+    gguf_weight = hf_weight.view(heads, head_dim, width)[:, perm].reshape(heads * head_dim, width)
+    restored = LlamaTensorProcessor()._reverse_permute_weights(gguf_weight.numpy(), heads)
+    assert torch.equal(torch.from_numpy(restored), hf_weight)
+
+
+def test_rope_wavelengths():
+    wavelengths = rope_wavelengths(64, 100000.0)
+    assert wavelengths.shape == (32,)
+    assert torch.allclose(wavelengths, 2 * math.pi / rope_frequencies(64, 100000.0).double(), rtol=1e-6)
+    assert wavelengths[0].item() == pytest.approx(2 * math.pi)
+    assert wavelengths[-1].item() == pytest.approx(2 * math.pi * 100000 ** (62 / 64))
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from course_utils.exercises import CheckResult, run_check
+from course_utils.positional import apply_rope_adjacent_pairs
 from course_utils.solutions import nb03 as solutions
 
 TOLERANCE = 1e-5
@@ -58,18 +59,6 @@ def _rope_cases() -> list[tuple[tuple, dict]]:
     return cases
 
 
-def _interleaved_rope(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """The GPT-J / original-paper layout: pair i is (x[2i], x[2i+1])."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / base ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
-    angles = positions.float().unsqueeze(-1) * inv_freq  # (T, d/2)
-    even, odd = x[..., 0::2], x[..., 1::2]
-    out = torch.empty_like(x)
-    out[..., 0::2] = even * angles.cos() - odd * angles.sin()
-    out[..., 1::2] = even * angles.sin() + odd * angles.cos()
-    return out
-
-
 def check_apply_rope(apply_rope: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> CheckResult:
     """``apply_rope(x (..., T, d), positions (T,), base)`` in Llama's rotate-half layout."""
 
@@ -83,9 +72,9 @@ def check_apply_rope(apply_rope: Callable[[torch.Tensor, torch.Tensor, float], t
             return None
         if _close(got, x):
             return "the output equals the input: nothing was rotated"
-        if _close(got, _interleaved_rope(x, positions, base)):
-            return ("you rotated adjacent pairs (x[2i], x[2i+1]); Llama models pair x[i] with "
-                    "x[i + d/2] (rotate_half)")
+        if _close(got, apply_rope_adjacent_pairs(x, positions, base)):
+            return ("you rotated adjacent pairs (x[2i], x[2i+1]), the RoFormer / Meta layout; "
+                    "Hugging Face's Llama (SmolLM2) pairs x[i] with x[i + d/2] (rotate_half)")
         if _close(got, solutions.apply_rope(x, -positions, base)):
             return "the rotation goes the wrong way: rotate_half(x) = [-x2, x1], times +sin"
         if _close(got, solutions.apply_rope(x, torch.arange(x.shape[-2]), base)):
