@@ -1,20 +1,29 @@
-"""Retrieval-augmented generation (notebook 09): retrieve passages, then answer from them.
+"""Retrieval-augmented generation: retrieve passages, then answer from them.
+
+Used in notebook 09.
 
 The pieces, in pipeline order:
 
 - data: ``load_passages`` / ``load_questions`` read the course's JSONL files in ``data/``;
-  ``deduplicate`` drops repeated passages (and reports them); ``chunk_text`` /
-  ``chunk_passages`` split long texts into overlapping, sentence-aligned chunks.
-- keyword retrieval: ``tokenize`` + ``BM25`` (Okapi BM25, written out; a test proves it equal
-  to ``rank_bm25`` given the same idf) wrapped as ``BM25Retriever``.
+  ``reference_topics`` / ``load_reference_questions`` give the second corpus, the Python
+  Language Reference shipped with CPython (``pydoc_data.topics``), with answer-span questions;
+  ``deduplicate`` drops repeated passages; ``chunk_text`` / ``chunk_passages`` split long
+  texts into overlapping, sentence-aligned chunks.
+- keyword retrieval: ``tokenize`` + ``BM25`` (Okapi BM25 over an inverted index; Lucene's idf
+  or rank_bm25's variant, tested equal to ``rank_bm25``) wrapped as ``BM25Retriever``, which
+  never ranks a passage sharing no term with the query.
 - dense retrieval: ``DenseRetriever`` embeds with MiniLM (mean pooling over real tokens,
   L2-normalised, so inner product = cosine) into a FAISS ``IndexFlatIP`` (exact search).
-- hybrid: ``reciprocal_rank_fusion`` of several rankings, wrapped as ``HybridRetriever``.
-- evaluation: ``recall_at_k``, ``reciprocal_rank`` and ``evaluate`` (recall@1/3/5, MRR).
-- generation: ``build_messages`` (passages with ids, for citation), ``generate`` (greedy,
-  batched, SmolLM2's chat template), ``answer_matches`` (normalised containment).
-- attention: ``passage_attention`` measures how much of the decoder's attention, while it
-  writes the answer, lands on each retrieved passage.
+- hybrid: ``reciprocal_rank_fusion`` of the retrieved candidates, as ``HybridRetriever``.
+- reranking: ``maxsim`` late interaction over MiniLM token vectors, as ``MaxSimReranker``.
+- evaluation: ``recall_at_k``, ``reciprocal_rank``, ``evaluate`` (recall@1/3/5, MRR; by
+  passage id or by answer span) and ``recall_within_words`` (recall at a fixed prompt size).
+- generation: ``build_messages`` (passages with ids), ``generate`` (greedy, batched,
+  SmolLM2's chat template), ``answer_matches`` (normalised containment).
+- strict grounding: ``sentence_support`` (the support test), ``strict_grounding``, and
+  ``support_probes`` (sentences of known status to measure the test on).
+- attribution: ``passage_attention`` (attention share per passage) and
+  ``passage_attribution`` (attention plus leave-one-out log-probability drops, with a cache).
 
 Every retriever has ``name`` and ``search(query, k) -> list[Hit]`` (best first).
 """
@@ -38,9 +47,9 @@ import torch
 
 from course_utils.embeddings import l2_normalize, mean_pool
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-KNOWLEDGE_BASE = DATA_DIR / "knowledge_base.jsonl"
-QUESTIONS = DATA_DIR / "questions.jsonl"
+KNOWLEDGE_BASE = "knowledge_base.jsonl"  # file names in course_utils.paths.data_dir()
+QUESTIONS = "questions.jsonl"
+REFERENCE_QUESTIONS = "pyref_questions.jsonl"
 
 # all-MiniLM-L6-v2 was trained on at most 256 word pieces (sentence_bert_config.json), even
 # though its position table has 512 rows: longer inputs are truncated, as sentence-transformers
@@ -95,8 +104,16 @@ class Hit:
     rank: int
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _data_file(path: str | Path) -> Path:
+    """A bare file name is looked up in the course's data folder; a path is used as given."""
+    from course_utils.paths import data_dir
+
     path = Path(path)
+    return data_dir() / path if path.parent == Path(".") and not path.is_file() else path
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    path = _data_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"expected a JSONL file at {path}, found none")
     rows = []
@@ -171,6 +188,91 @@ def load_questions(
                      tuple(row["aliases"]), row["type"])
         )
     return questions
+
+
+# ----------------------------------------------------------------------------- the Language Reference
+
+# pydoc topics that come from the Library Reference (built-in types, str methods, format
+# strings, pdb), not the Language Reference; and the two topics pydoc assembles from
+# sections that are also topics of their own ("compound" = if/while/for/try/with/def/class…,
+# "specialnames" = customization, attribute-access, numeric-types…).
+LIBRARY_TOPICS = frozenset(
+    "debugger formatstrings string-methods typesfunctions typesmapping typesmethods typesmodules "
+    "typesseq typesseq-mutable bltin-code-objects bltin-ellipsis-object bltin-null-object "
+    "bltin-type-objects truth specialattrs".split()
+)
+AGGREGATE_TOPICS = frozenset({"compound", "specialnames"})
+NEAR_DUPLICATE_SHARE = 0.8  # a topic this much of whose sentences an earlier one has is dropped
+
+
+def _long_sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) > 6]
+
+
+def reference_topics() -> list[Passage]:
+    """The Python Language Reference as shipped with this CPython (``pydoc_data.topics``,
+    PSF licence), one :class:`Passage` per topic: ``id`` the topic name (``"assert"``),
+    ``title`` its heading, ``text`` the rest with whitespace collapsed.
+
+    Kept: Language Reference topics only (not :data:`LIBRARY_TOPICS` nor
+    :data:`AGGREGATE_TOPICS`); then, shortest first, a topic is dropped when at least
+    :data:`NEAR_DUPLICATE_SHARE` of its sentences (over six words) are in topics already kept
+    (``if`` repeats ``else``, ``execmodel`` repeats ``naming`` and ``exceptions``). Returned
+    in alphabetical order. The text differs between Python versions: answer spans are tested
+    against the running one.
+    """
+    from pydoc_data.topics import topics
+
+    parsed = {}
+    for name, raw in topics.items():
+        if name in LIBRARY_TOPICS or name in AGGREGATE_TOPICS:
+            continue
+        lines = raw.strip().splitlines()
+        body = lines[2:] if len(lines) > 2 and set(lines[1].strip()) == {"*"} else lines[1:]
+        parsed[name] = (lines[0].strip(), " ".join(" ".join(body).split()))
+    kept, seen = {}, set()
+    for name in sorted(parsed, key=lambda n: (len(parsed[n][1]), n)):
+        sentences = _long_sentences(parsed[name][1])
+        if sentences and sum(s in seen for s in sentences) >= NEAR_DUPLICATE_SHARE * len(sentences):
+            continue
+        kept[name] = parsed[name]
+        seen.update(sentences)
+    return [Passage(name, title, text, "reference") for name, (title, text) in sorted(kept.items())]
+
+
+def load_reference_questions(
+    path: str | Path = REFERENCE_QUESTIONS, topics: Sequence[Passage] | None = None
+) -> list[Question]:
+    """Read ``pyref_questions.jsonl`` (fields id, type, question, topic, answer): questions
+    whose ``answer`` is a verbatim span (whitespace collapsed) of the Language Reference topic
+    ``topic``. With ``topics`` (from :func:`reference_topics`), every span must occur in its
+    topic. Returned as :class:`Question` with ``passage_ids = (topic,)``."""
+    by_id = {p.id: p for p in topics} if topics is not None else None
+    questions, seen = [], set()
+    for number, row in enumerate(_read_jsonl(Path(path)), 1):
+        where = f"{Path(path).name} row {number}"
+        _require(row, where, {"id": str, "type": str, "question": str, "topic": str, "answer": str})
+        if row["id"] in seen:
+            raise ValueError(f"{where}: duplicate id {row['id']!r}")
+        if row["type"] not in QUESTION_TYPES:
+            raise ValueError(f"{where}: type must be one of {QUESTION_TYPES}, got {row['type']!r}")
+        if not row["question"].strip() or not row["answer"].strip():
+            raise ValueError(f"{where}: question and answer must be non-empty")
+        if by_id is not None:
+            if row["topic"] not in by_id:
+                raise ValueError(f"{where}: topic {row['topic']!r} is not a kept reference topic")
+            if not contains_span(by_id[row["topic"]].text, row["answer"]):
+                raise ValueError(f"{where}: answer span {row['answer']!r} is not in topic "
+                                 f"{row['topic']!r} on this Python")
+        seen.add(row["id"])
+        questions.append(Question(row["id"], row["question"], (row["topic"],), row["answer"],
+                                  (), row["type"]))
+    return questions
+
+
+def contains_span(text: str, span: str) -> bool:
+    """``span`` occurs verbatim in ``text``, whitespace collapsed and case ignored."""
+    return " ".join(span.split()).casefold() in " ".join(text.split()).casefold()
 
 
 def _normalise_text(text: str) -> str:
@@ -283,56 +385,94 @@ def tokenize(text: str) -> list[str]:
     return [word for word in _WORD.findall(text.lower()) if word not in STOPWORDS]
 
 
+IDF_VARIANTS = ("lucene", "rank_bm25")
+
+
 class BM25:
-    """Okapi BM25 over pre-tokenized documents.
+    """Okapi BM25 over an inverted index (term -> postings of ``(document, tf)``).
 
     score(q, d) = sum over query terms t of
         idf(t) * tf(t, d) * (k1 + 1) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl))
-    with idf(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5)) (Lucene's form: never negative).
     ``k1`` sets how fast repeated terms saturate; ``b`` how much long documents are
     penalised. A query term repeated twice counts twice (as in rank_bm25 and Lucene).
+
+    Two idf variants (``idf=``):
+
+    - ``"lucene"`` (default): ln(1 + (N - n_t + 0.5) / (n_t + 0.5)), never negative;
+    - ``"rank_bm25"`` (the ``rank_bm25.BM25Okapi`` variant): ln((N - n_t + 0.5) / (n_t + 0.5)),
+      negative for terms in more than half the documents, and those negative values replaced
+      by ``epsilon`` x the mean idf over the vocabulary (computed before the replacement).
+
+    Scoring walks only the postings of the query's terms: a document sharing no term with the
+    query is never touched, and :meth:`search` never ranks a document whose score is 0.
     """
 
-    def __init__(self, documents: Sequence[Sequence[str]], k1: float = 1.5, b: float = 0.75):
+    def __init__(
+        self, documents: Sequence[Sequence[str]], k1: float = 1.5, b: float = 0.75,
+        idf: str = "lucene", epsilon: float = 0.25,
+    ):
         if not documents:
             raise ValueError("BM25 needs at least one document, got none")
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
-        self.k1, self.b = k1, b
-        self.term_freqs = [Counter(doc) for doc in documents]
+        if idf not in IDF_VARIANTS:
+            raise ValueError(f"idf must be one of {IDF_VARIANTS}, got {idf!r}")
+        self.k1, self.b, self.idf_variant = k1, b, idf
         self.doc_lengths = np.array([len(doc) for doc in documents], dtype=np.float64)  # (N,)
         self.avg_length = float(self.doc_lengths.mean()) or 1.0
-        doc_freq = Counter(term for tf in self.term_freqs for term in tf)
-        n_docs = len(documents)
-        self.idf = {
-            term: math.log(1 + (n_docs - n + 0.5) / (n + 0.5)) for term, n in doc_freq.items()
+        postings: dict[str, tuple[list[int], list[int]]] = {}
+        for index, doc in enumerate(documents):
+            for term, tf in Counter(doc).items():
+                docs, tfs = postings.setdefault(term, ([], []))
+                docs.append(index)
+                tfs.append(tf)
+        # term -> (document indices (n_t,) int64, term frequencies (n_t,) float64)
+        self.postings = {
+            term: (np.array(docs, dtype=np.int64), np.array(tfs, dtype=np.float64))
+            for term, (docs, tfs) in postings.items()
         }
+        n_docs = len(documents)
+        doc_freq = {term: len(docs) for term, (docs, _) in self.postings.items()}
+        if idf == "lucene":
+            self.idf = {t: math.log(1 + (n_docs - n + 0.5) / (n + 0.5)) for t, n in doc_freq.items()}
+        else:
+            raw = {t: math.log(n_docs - n + 0.5) - math.log(n + 0.5) for t, n in doc_freq.items()}
+            floor = epsilon * sum(raw.values()) / len(raw)
+            self.idf = {t: (floor if value < 0 else value) for t, value in raw.items()}
+        # the length part of the denominator, per document: k1 * (1 - b + b |d| / avgdl)
+        self._norm = k1 * (1 - b + b * self.doc_lengths / self.avg_length)  # (N,)
 
     def __len__(self) -> int:
-        return len(self.term_freqs)
+        return len(self.doc_lengths)
 
     @property
     def vocabulary_size(self) -> int:
-        return len(self.idf)
+        return len(self.postings)
 
     def scores(self, query_terms: Sequence[str]) -> np.ndarray:
-        """BM25 score of every document for the query: ``(N,)`` float64."""
+        """BM25 score of every document for the query: ``(N,)`` float64 (0 where no term
+        matches). Only the postings of the query's terms are read."""
         total = np.zeros(len(self), dtype=np.float64)
-        norm = self.k1 * (1 - self.b + self.b * self.doc_lengths / self.avg_length)  # (N,)
         for term in query_terms:
-            idf = self.idf.get(term)
-            if idf is None:  # a term no document contains adds nothing
+            if term not in self.postings:  # a term no document contains adds nothing
                 continue
-            tf = np.array([freqs.get(term, 0) for freqs in self.term_freqs], dtype=np.float64)
-            # documents without the term add 0 (written so that k1 = 0 gives 0, not 0 / 0)
-            saturated = np.divide(tf * (self.k1 + 1), tf + norm, out=np.zeros_like(tf), where=tf > 0)
-            total += idf * saturated
+            docs, tf = self.postings[term]  # (n_t,), (n_t,)
+            total[docs] += self.idf[term] * tf * (self.k1 + 1) / (tf + self._norm[docs])
         return total
 
+    def candidates(self, query_terms: Sequence[str]) -> np.ndarray:
+        """Indices of the documents containing at least one query term, ascending."""
+        found = [self.postings[t][0] for t in set(query_terms) if t in self.postings]
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    # stable sort on -score: ties keep corpus order, so rankings are reproducible
-    return np.argsort(-scores, kind="stable")[:k]
+    def search(self, query_terms: Sequence[str], k: int) -> list[tuple[int, float]]:
+        """The best ``k`` ``(document index, score)`` pairs with a score > 0, best first
+        (ties: corpus order). Fewer than ``k`` when fewer documents match."""
+        scores = self.scores(query_terms)
+        matched = self.candidates(query_terms)
+        matched = matched[scores[matched] > 0]  # an idf of exactly 0 can still give 0
+        order = matched[np.argsort(-scores[matched], kind="stable")][:k]
+        return [(int(i), float(scores[i])) for i in order]
 
 
 def _check_k(k: object, limit: int) -> int:
@@ -350,22 +490,22 @@ class Retriever(Protocol):
 
 
 class BM25Retriever:
-    """Keyword retrieval: BM25 over ``tokenize(title + text)``."""
+    """Keyword retrieval: BM25 over ``tokenize(title + text)``; only matching passages rank."""
 
     name = "keyword (BM25)"
 
-    def __init__(self, passages: Sequence[Passage], k1: float = 1.5, b: float = 0.75):
+    def __init__(
+        self, passages: Sequence[Passage], k1: float = 1.5, b: float = 0.75, idf: str = "lucene"
+    ):
         self.passages = list(passages)
-        self.index = BM25([tokenize(p.contents) for p in self.passages], k1=k1, b=b)
+        self.index = BM25([tokenize(p.contents) for p in self.passages], k1=k1, b=b, idf=idf)
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
+        """Passages sharing at least one term with the query, best first; at most ``k``."""
         terms = tokenize(check_query(query))
         k = _check_k(k, len(self.passages))
-        scores = self.index.scores(terms)
-        return [
-            Hit(self.passages[i], float(scores[i]), rank)
-            for rank, i in enumerate(_top_k(scores, k), 1)
-        ]
+        return [Hit(self.passages[i], score, rank)
+                for rank, (i, score) in enumerate(self.index.search(terms, k), 1)]
 
     def search_many(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
         return [self.search(query, k) for query in queries]
@@ -380,13 +520,17 @@ class DenseRetriever:
     Vectors are mean-pooled over real tokens and L2-normalised, so the inner product FAISS
     computes is the cosine similarity. ``IndexFlatIP`` is exact brute force: for ~10^2-10^5
     passages it is fast enough and has no recall loss to explain away.
+
+    With ``keep_token_vectors=True`` the same forward pass also keeps each passage's
+    L2-normalised token vectors (``token_vectors[i]``: ``(T_i, C)``, special tokens dropped)
+    for a late-interaction reranker (:class:`MaxSimReranker`): no extra encoder work.
     """
 
     name = "dense (MiniLM + FAISS)"
 
     def __init__(
         self, passages: Sequence[Passage], model, tokenizer, batch_size: int = 32,
-        max_length: int | None = MINILM_MAX_TOKENS,
+        max_length: int | None = MINILM_MAX_TOKENS, keep_token_vectors: bool = False,
     ):
         import faiss
 
@@ -396,14 +540,20 @@ class DenseRetriever:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         self.max_length = min(max_length or limit, limit)
-        self.vectors = self.embed([p.contents for p in self.passages])  # (N, C)
+        self.position = {p.id: i for i, p in enumerate(self.passages)}
+        texts = [p.contents for p in self.passages]
+        if keep_token_vectors:
+            self.vectors, self.token_vectors = self.embed(texts, return_tokens=True)  # (N, C)
+        else:
+            self.vectors, self.token_vectors = self.embed(texts), None  # (N, C)
         self.index = faiss.IndexFlatIP(self.vectors.shape[1])
         self.index.add(self.vectors)
 
     @torch.no_grad()
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], return_tokens: bool = False):
         """``(N, C)`` float32 unit vectors; inputs over ``max_length`` tokens are truncated
-        with a warning (the model never saw longer inputs in training)."""
+        with a warning (the model never saw longer inputs in training). With
+        ``return_tokens``, also a list of ``(T_i, C)`` unit token vectors (no [CLS]/[SEP])."""
         texts = list(texts)
         lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
         too_long = [n for n in lengths if n > self.max_length]
@@ -413,7 +563,8 @@ class DenseRetriever:
                 f"tokens (longest: {max(too_long)}): truncated to the first {self.max_length}.",
                 UserWarning, stacklevel=2,
             )
-        chunks = []
+        chunks, tokens = [], []
+        special = torch.tensor(sorted(set(self.tokenizer.all_special_ids)))
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(
                 texts[start : start + self.batch_size], padding=True, truncation=True,
@@ -421,14 +572,23 @@ class DenseRetriever:
             )
             hidden = self.model(**batch).last_hidden_state  # (B, T, C)
             chunks.append(l2_normalize(mean_pool(hidden, batch["attention_mask"])))  # (B, C)
-        return torch.cat(chunks).numpy().astype(np.float32)
+            if return_tokens:
+                unit = l2_normalize(hidden)  # (B, T, C)
+                keep = ~torch.isin(batch["input_ids"], special)  # (B, T): no [CLS]/[SEP]/[PAD]
+                for row, row_keep in zip(unit, keep, strict=True):
+                    tokens.append(row[row_keep].numpy().astype(np.float32))  # (T_i, C)
+        vectors = torch.cat(chunks).numpy().astype(np.float32)
+        return (vectors, tokens) if return_tokens else vectors
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
         return self.search_many([query], k)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
         """Embed all queries in batches, then one FAISS search: ``(Q, C)`` -> ``(Q, k)``."""
-        vectors = self.embed([check_query(query) for query in queries])  # (Q, C)
+        return self.search_vectors(self.embed([check_query(query) for query in queries]), k)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
+        """The FAISS search for query vectors already embedded: ``(Q, C)`` -> Q hit lists."""
         k = _check_k(k, len(self.passages))
         scores, indices = self.index.search(vectors, k)  # (Q, k) each
         return [
@@ -436,6 +596,52 @@ class DenseRetriever:
              for rank, (s, i) in enumerate(zip(row_s, row_i, strict=True), 1)]
             for row_s, row_i in zip(scores, indices, strict=True)
         ]
+
+
+def maxsim(query_tokens: np.ndarray, passage_tokens: np.ndarray) -> float:
+    """Late interaction (ColBERT's MaxSim): each query token's best cosine with any passage
+    token, averaged over query tokens. ``(Tq, C)``, ``(Tp, C)`` unit vectors -> a float."""
+    if query_tokens.ndim != 2 or passage_tokens.ndim != 2 or not len(query_tokens) or not len(
+        passage_tokens
+    ):
+        raise ValueError(
+            f"maxsim needs two non-empty (T, C) arrays, got shapes {query_tokens.shape} and "
+            f"{passage_tokens.shape}"
+        )
+    return float((query_tokens @ passage_tokens.T).max(axis=1).mean())  # (Tq, Tp) -> (Tq,)
+
+
+class MaxSimReranker:
+    """Second stage: re-order a first stage's top ``depth`` candidates by :func:`maxsim`
+    between the query's and each candidate's MiniLM token vectors (kept by ``dense`` at
+    index time, so a query costs one short encoder pass plus ``depth`` small matrix
+    products; with ``first_stage=dense`` that one pass serves both stages). Ties keep the
+    first stage's order."""
+
+    def __init__(self, first_stage: Retriever, dense: DenseRetriever, depth: int = 20):
+        if dense.token_vectors is None:
+            raise ValueError("the DenseRetriever must be built with keep_token_vectors=True")
+        self.first_stage, self.dense, self.depth = first_stage, dense, _check_k(depth, 10**9)
+        self.name = f"{first_stage.name} + MaxSim rerank"
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        return self.search_many([query], k)[0]
+
+    def search_many(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        queries = [check_query(query) for query in queries]
+        k = _check_k(k, 10**9)
+        vectors, query_tokens = self.dense.embed(queries, return_tokens=True)
+        if self.first_stage is self.dense:  # one encoder pass gives both the vector and tokens
+            runs = self.dense.search_vectors(vectors, max(self.depth, k))
+        else:
+            runs = self.first_stage.search_many(queries, max(self.depth, k))
+        results = []
+        for hits, q_tokens in zip(runs, query_tokens, strict=True):
+            scored = [(maxsim(q_tokens, self.dense.token_vectors[self.dense.position[h.passage.id]]),
+                       h.rank, h.passage) for h in hits[: self.depth]]
+            scored.sort(key=lambda item: (-item[0], item[1]))
+            results.append([Hit(p, s, rank) for rank, (s, _, p) in enumerate(scored[:k], 1)])
+        return results
 
 
 # ----------------------------------------------------------------------------- hybrid search
@@ -512,12 +718,31 @@ def ranked_source_ids(hits: Sequence[Hit]) -> list[str]:
     return list(dict.fromkeys(hit.passage.source_id for hit in hits))
 
 
+JUDGES = ("passage", "span")
+
+
+def _relevance(question: Question, hits: Sequence[Hit], judge: str) -> tuple[list[str], set[str]]:
+    """(ranked ids, relevant ids) for one question under a relevance ``judge``:
+    ``"passage"``: knowledge-base ids (chunks map to their passage), relevant = the
+    question's ``passage_ids``; ``"span"``: chunk ids, relevant = the chunks that contain the
+    question's answer span (:func:`contains_span`): the test for long documents, where a
+    chunk is useful only if the answer is whole in it."""
+    if judge == "passage":
+        return ranked_source_ids(hits), set(question.passage_ids)
+    if judge == "span":
+        ids = [hit.passage.id for hit in hits]
+        return ids, {h.passage.id for h in hits if contains_span(h.passage.contents, question.answer)}
+    raise ValueError(f"judge must be one of {JUDGES}, got {judge!r}")
+
+
 def evaluate(
     retriever: Retriever, questions: Sequence[Question], k: Sequence[int] = (1, 3, 5),
-    depth: int = 10,
+    depth: int = 10, judge: str = "passage", runs: Sequence[Sequence[Hit]] | None = None,
 ) -> dict[str, float]:
     """Mean recall@k for each k and MRR (first relevant hit within ``depth``).
 
+    With ``judge="span"`` (long documents) recall@k is 1 when a chunk in the top k contains
+    the answer span. ``runs`` (one hit list per question) reuses searches already made.
     Returns e.g. ``{"recall@1": 0.6, "recall@3": 0.8, "recall@5": 0.85, "MRR": 0.7}``.
     """
     if not questions:
@@ -525,26 +750,54 @@ def evaluate(
     ks = [_check_k(value, 10**9) for value in k]
     depth = max(depth, *ks)
     totals = dict.fromkeys([f"recall@{value}" for value in ks] + ["MRR"], 0.0)
-    runs = retriever.search_many([q.question for q in questions], depth)
+    if runs is None:
+        runs = retriever.search_many([q.question for q in questions], depth)
     for question, hits in zip(questions, runs, strict=True):
-        ranked = ranked_source_ids(hits)
+        ranked, relevant = _relevance(question, hits[:depth], judge)
         for value in ks:
-            totals[f"recall@{value}"] += recall_at_k(ranked, question.passage_ids, value)
-        totals["MRR"] += reciprocal_rank(ranked, question.passage_ids)
+            if judge == "span":
+                totals[f"recall@{value}"] += float(bool(relevant & set(ranked[:value])))
+            else:
+                totals[f"recall@{value}"] += recall_at_k(ranked, relevant, value)
+        totals["MRR"] += reciprocal_rank(ranked, relevant)
     return {name: total / len(questions) for name, total in totals.items()}
 
 
+def recall_within_words(
+    runs: Sequence[Sequence[Hit]], questions: Sequence[Question], budget: int
+) -> float:
+    """Share of questions whose answer span is in a chunk among the top chunks that fit in
+    ``budget`` words together (always at least the first chunk): recall at a fixed prompt
+    size, so that large and small chunks compete on equal terms (recall@k with k fixed
+    favours large chunks, which simply put more text in the prompt)."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be a positive int (words), got {budget!r}")
+    if len(runs) != len(questions) or not questions:
+        raise ValueError(f"need one run per question, got {len(runs)} runs, {len(questions)} questions")
+    found = 0
+    for question, hits in zip(questions, runs, strict=True):
+        used = 0
+        for index, hit in enumerate(hits):
+            used += len(hit.passage.text.split())
+            if index > 0 and used > budget:
+                break
+            if contains_span(hit.passage.contents, question.answer):
+                found += 1
+                break
+    return found / len(questions)
+
+
 def first_relevant_ranks(
-    retriever: Retriever, questions: Sequence[Question], depth: int = 10
+    retriever: Retriever, questions: Sequence[Question], depth: int = 10, judge: str = "passage",
+    runs: Sequence[Sequence[Hit]] | None = None,
 ) -> list[int | None]:
     """For each question, the 1-based rank of the first passage that answers it (None if it
-    is not within ``depth``)."""
+    is not within ``depth``). ``runs`` reuses searches already made."""
+    if runs is None:
+        runs = retriever.search_many([q.question for q in questions], depth)
     ranks = []
-    for question, hits in zip(
-        questions, retriever.search_many([q.question for q in questions], depth), strict=True
-    ):
-        relevant = set(question.passage_ids)
-        ranked = ranked_source_ids(hits)
+    for question, hits in zip(questions, runs, strict=True):
+        ranked, relevant = _relevance(question, hits[:depth], judge)
         ranks.append(next((rank for rank, i in enumerate(ranked, 1) if i in relevant), None))
     return ranks
 
@@ -703,6 +956,42 @@ def passage_token_spans(
     return spans
 
 
+def _attention_shares(attentions, first_answer: int, spans) -> dict[str, np.ndarray]:
+    if not attentions or attentions[0] is None:
+        raise ValueError("the model returned no attention maps: load it with eager attention")
+    per_layer = []
+    for layer in attentions:
+        rows = layer[0, :, first_answer:, :].mean(dim=(0, 1))  # (T,): mean over heads, queries
+        per_layer.append(torch.stack([rows[s:e].sum() for s, e in spans]))  # (P,)
+    mass = torch.stack(per_layer).double().numpy()  # (L, P)
+    lengths = np.array([e - s for s, e in spans], dtype=np.float64)
+    return {
+        "per_layer": mass / mass.sum(axis=1, keepdims=True),
+        "mean": (mass / mass.sum(axis=1, keepdims=True)).mean(axis=0),
+        "token_share": lengths / lengths.sum(),
+        "on_passages": mass.sum(axis=1),
+    }
+
+
+def answer_logprob(logits: torch.Tensor, answer_ids: Sequence[int]) -> float:
+    """Sum of log p(answer token | everything before it). ``logits``: ``(T, V)``, the
+    positions that predict the answer tokens (one row per answer token)."""
+    if logits.shape[0] != len(answer_ids) or not len(answer_ids):
+        raise ValueError(f"need one logit row per answer token, got {logits.shape[0]} rows for "
+                         f"{len(answer_ids)} tokens")
+    logp = torch.log_softmax(logits.double(), dim=-1)  # (T, V)
+    return float(logp[torch.arange(len(answer_ids)), torch.tensor(list(answer_ids))].sum())
+
+
+def _check_generation(tokenizer, generation: Generation) -> None:
+    if not generation.answer_ids:
+        raise ValueError("the generation has no answer tokens to take attention from")
+    if len(generation.prompt_ids) != len(
+        tokenizer(generation.prompt, add_special_tokens=False)["input_ids"]
+    ):
+        raise ValueError("generation.prompt_ids do not match the tokenized prompt")
+
+
 @torch.no_grad()
 def passage_attention(
     model, tokenizer, generation: Generation, passages: Sequence[Passage]
@@ -717,27 +1006,209 @@ def passage_attention(
     attention would give; and ``on_passages`` ``(L,)``: the fraction of all attention that
     lands on the passages at all (the rest goes mostly to the first token, an attention sink).
     """
-    if not generation.answer_ids:
-        raise ValueError("the generation has no answer tokens to take attention from")
+    _check_generation(tokenizer, generation)
     spans = passage_token_spans(tokenizer, generation.prompt, passages)
-    if len(generation.prompt_ids) != len(
-        tokenizer(generation.prompt, add_special_tokens=False)["input_ids"]
-    ):
-        raise ValueError("generation.prompt_ids do not match the tokenized prompt")
     ids = torch.tensor([generation.prompt_ids + generation.answer_ids])  # (1, T)
     attentions = model(ids, output_attentions=True).attentions  # L x (1, H, T, T)
-    if not attentions or attentions[0] is None:
-        raise ValueError("the model returned no attention maps: load it with eager attention")
-    first_answer = len(generation.prompt_ids)
-    per_layer = []
-    for layer in attentions:
-        rows = layer[0, :, first_answer:, :].mean(dim=(0, 1))  # (T,): mean over heads, queries
-        per_layer.append(torch.stack([rows[s:e].sum() for s, e in spans]))  # (P,)
-    mass = torch.stack(per_layer).double().numpy()  # (L, P)
-    lengths = np.array([e - s for s, e in spans], dtype=np.float64)
-    return {
-        "per_layer": mass / mass.sum(axis=1, keepdims=True),
-        "mean": (mass / mass.sum(axis=1, keepdims=True)).mean(axis=0),
-        "token_share": lengths / lengths.sum(),
-        "on_passages": mass.sum(axis=1),
-    }
+    return _attention_shares(attentions, len(generation.prompt_ids), spans)
+
+
+def _removal_spans(tokenizer, prompt: str, passages: Sequence[Passage]) -> list[tuple[int, int]]:
+    """Token ranges that delete passage j's line *and one line break* (the one after it for
+    the first passage, before it otherwise), so the prompt left is exactly the prompt that
+    never listed passage j."""
+    offsets = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)[
+        "offset_mapping"
+    ]
+    spans = []
+    for j, passage in enumerate(passages):
+        line = f"[{passage.id}] {passage.title}: {passage.text}"
+        start = prompt.find(line)
+        if start < 0:
+            raise ValueError(f"passage {passage.id} does not appear in the prompt")
+        end = start + len(line)
+        start, end = (start, end + 1) if j == 0 else (start - 1, end)
+        tokens = [i for i, (s, e) in enumerate(offsets) if s < end and e > start]
+        spans.append((tokens[0], tokens[-1] + 1))
+    return spans
+
+
+@torch.no_grad()
+def passage_attribution(
+    model, tokenizer, generation: Generation, passages: Sequence[Passage]
+) -> dict[str, np.ndarray | float]:
+    """Two attributions of an answer to the P passages of its prompt, from one forward pass
+    with attention maps and a KV cache, plus P shorter ones.
+
+    - attention (``passage_attention``'s keys: ``per_layer``, ``mean``, ``token_share``,
+      ``on_passages``);
+    - causal, leave one out: ``logprob`` is log p(answer | full prompt); ``logprob_without``
+      ``(P,)`` the same with passage j's line deleted from the prompt; ``loo_drop`` ``(P,)``
+      = ``logprob - logprob_without``: how much the answer depended on passage j. The prompt
+      before passage j is unchanged, so its keys and values are reused from the cache
+      (cropped to where passage j starts) and only the tokens after it are run again: the
+      result equals running the shortened prompt from scratch (a test checks it).
+    """
+    from transformers import DynamicCache
+
+    _check_generation(tokenizer, generation)
+    spans = passage_token_spans(tokenizer, generation.prompt, passages)
+    removals = _removal_spans(tokenizer, generation.prompt, passages)
+    ids = generation.prompt_ids + generation.answer_ids
+    first_answer, n_answer = len(generation.prompt_ids), len(generation.answer_ids)
+    cache = DynamicCache()
+    out = model(torch.tensor([ids]), output_attentions=True, past_key_values=cache, use_cache=True)
+    result: dict[str, np.ndarray | float] = dict(
+        _attention_shares(out.attentions, first_answer, spans))
+    full = answer_logprob(out.logits[0, first_answer - 1 : -1], generation.answer_ids)
+    cache = out.past_key_values
+    without = np.zeros(len(passages))
+    # latest passage first: each crop only shortens the cache
+    for j in sorted(range(len(passages)), key=lambda j: -removals[j][0]):
+        start, end = removals[j]
+        cache.crop(start - cache.get_seq_length())  # transformers 5: a negative count to drop
+        rest = torch.tensor([ids[end:]])  # (1, T - end)
+        logits = model(rest, past_key_values=cache, use_cache=True).logits[0]  # (T - end, V)
+        without[j] = answer_logprob(logits[-n_answer - 1 : -1], generation.answer_ids)
+    result.update(logprob=full, logprob_without=without, loo_drop=full - without)
+    return result
+
+
+def loo_logprob_from_scratch(
+    model, tokenizer, generation: Generation, passages: Sequence[Passage], j: int
+) -> float:
+    """log p(answer | prompt without passage j), the prompt re-run in full: the slow
+    reference :func:`passage_attribution` is tested against."""
+    start, end = _removal_spans(tokenizer, generation.prompt, passages)[j]
+    ids = generation.prompt_ids[:start] + generation.prompt_ids[end:] + generation.answer_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    n = len(generation.answer_ids)
+    return answer_logprob(logits[-n - 1 : -1], generation.answer_ids)
+
+
+# ----------------------------------------------------------------------------- strict grounding
+
+# A sentence is supported when at least this share of its content terms (``tokenize``, minus
+# the terms it copies from the question, minus pronouns) occur in ONE passage of the prompt, and every
+# number and every capitalised word (a name, after the sentence's first word) in it occurs
+# in that passage. Notebook 09 measures the rule on sentences of known
+# status (a passage's own sentences; sentences of the nearest other passages; sentences with
+# one name or number swapped) before applying it to answers.
+SUPPORT_THRESHOLD = 0.75
+# pronouns refer back to what the passage names; they need no support of their own
+PRONOUNS = frozenset("he she him her his hers himself herself itself themselves me my us our".split())
+
+
+@dataclass(frozen=True)
+class Support:
+    """How well one sentence is supported by the best single passage of a prompt."""
+
+    sentence: str
+    coverage: float  # share of the sentence's content terms found in the best passage
+    passage_id: str | None  # the best passage (None: no passage shares a term)
+    unsupported_terms: tuple[str, ...]  # content terms of the sentence missing from it
+    names_found: bool  # every number and capitalised word of the sentence is in that passage
+    supported: bool
+
+
+def sentence_support(
+    sentence: str, passages: Sequence[Passage], question: str = "",
+    threshold: float = SUPPORT_THRESHOLD,
+) -> Support:
+    """The support test for one sentence against the passages in the prompt (see
+    :data:`SUPPORT_THRESHOLD`). A sentence with no content term left after removing the
+    question's (``"Yes."``, a restated question) has coverage 1: it asserts nothing new."""
+    if not passages:
+        raise ValueError("need at least one passage to test support against, got none")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    terms = set(tokenize(sentence)) - set(tokenize(question)) - PRONOUNS
+    if not terms:
+        return Support(sentence, 1.0, None, (), True, True)
+    words = sentence.split()
+    names = {t for w in words[1:] if w[:1].isupper() or any(c.isdigit() for c in w)
+             for t in tokenize(w)} & terms
+    best, best_cover, best_missing = None, -1.0, terms
+    for passage in passages:
+        found = terms & set(tokenize(passage.contents))
+        cover = len(found) / len(terms)
+        if cover > best_cover:  # ties: the earlier passage
+            best, best_cover, best_missing = passage, cover, terms - found
+    names_ok = not (names & best_missing) and not any(t.isdigit() for t in best_missing)
+    passage_id = best.id if best_cover > 0 else None
+    return Support(sentence, best_cover, passage_id, tuple(sorted(best_missing)), names_ok,
+                   best_cover >= threshold and names_ok)
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """Strict grading of one answer: reference found AND every sentence supported."""
+
+    contains_reference: bool
+    sentences: tuple[Support, ...]
+    all_supported: bool
+    correct: bool
+
+    @property
+    def weakest(self) -> Support | None:
+        """The least-supported sentence (None for an empty answer)."""
+        return min(self.sentences, key=lambda s: s.coverage, default=None)
+
+
+def strict_grounding(
+    answer: str, question: Question, passages: Sequence[Passage],
+    threshold: float = SUPPORT_THRESHOLD,
+) -> Grounding:
+    """Grade an answer strictly: it must contain the reference (:func:`answer_matches`) and
+    each of its sentences must pass :func:`sentence_support` against the prompt's passages.
+    An empty answer is not correct."""
+    sentences = tuple(sentence_support(s, passages, question.question, threshold)
+                      for s in split_sentences(answer))
+    contains = answer_matches(answer, question)
+    supported = bool(sentences) and all(s.supported for s in sentences)
+    return Grounding(contains, sentences, supported, contains and supported)
+
+
+def support_probes(
+    passages: Sequence[Passage], vectors: np.ndarray, n: int = 60, seed: int = 0
+) -> list[tuple[str, str, list[Passage]]]:
+    """Sentences of known support status to measure :func:`sentence_support` on.
+
+    For ``n`` passages (seeded choice), one sentence ``s`` of passage ``p`` and a prompt of
+    ``p`` plus its two nearest passages by ``vectors`` (``(N, C)`` unit rows) gives three probes:
+    ``("supported", s, [p, near1, near2])``; ``("foreign", s, [near1, near2, near3])``: the
+    same sentence without its passage, next to the passages most like it; and
+    ``("swapped", s', [p, near1, near2])`` where ``s'`` has one number or capitalised name
+    (not its first word) replaced by one of the same kind from the nearest passage that has
+    one ``p`` does not contain (omitted when there is none). Returns ``(kind, sentence, prompt passages)`` triples.
+    """
+    if len(passages) != len(vectors) or len(passages) < 5:
+        raise ValueError(f"need >= 5 passages with one vector each, got {len(passages)} "
+                         f"passages and {len(vectors)} vectors")
+    rng = np.random.default_rng(seed)
+    similarity = vectors @ vectors.T  # (N, N)
+    probes = []
+    for i in sorted(rng.choice(len(passages), size=min(n, len(passages)), replace=False)):
+        p = passages[i]
+        near = [passages[j] for j in np.argsort(-similarity[i], kind="stable") if j != i][:3]
+        sentences = split_sentences(p.text)
+        s = sentences[int(rng.integers(len(sentences)))]
+        probes.append(("supported", s, [p, near[0], near[1]]))
+        probes.append(("foreign", s, near))
+        own = set(tokenize(p.contents))
+        words = s.split()
+        slots = [k for k, w in enumerate(words) if k > 0 and re.fullmatch(r"[A-Z][a-z]+|\d+", w.strip(".,;:()"))]
+        for other in near:
+            pool = [w.strip(".,;:()") for w in other.text.split()[1:]
+                    if re.fullmatch(r"[A-Z][a-z]+|\d+", w.strip(".,;:()"))]
+            pool = [w for w in pool if w.lower() not in own and w.lower() not in STOPWORDS]
+            if slots and pool:
+                k = slots[int(rng.integers(len(slots)))]
+                old = words[k].strip(".,;:()")
+                same_kind = [w for w in pool if w.isdigit() == old.isdigit()] or pool
+                new = same_kind[int(rng.integers(len(same_kind)))]
+                swapped = words[:k] + [words[k].replace(old, new)] + words[k + 1 :]
+                probes.append(("swapped", " ".join(swapped), [p, near[0], near[1]]))
+                break
+    return probes

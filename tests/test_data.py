@@ -101,3 +101,69 @@ def test_readme_documents_schema_and_licence():
     text = (DATA / "README.md").read_text()
     for word in ("passage_ids", "aliases", "topic", "paraphrase", "keyword", "MIT"):
         assert word in text
+
+
+# ----------------------------------------------------------------------------- Language Reference
+
+
+@pytest.fixture(scope="module")
+def topics():
+    return rag.reference_topics()
+
+
+@pytest.fixture(scope="module")
+def ref_questions(topics):
+    return rag.load_reference_questions(DATA / "pyref_questions.jsonl", topics)
+
+
+def test_reference_question_set_size_schema_and_types(ref_questions):
+    assert len(ref_questions) >= 60
+    rows = [json.loads(line) for line in (DATA / "pyref_questions.jsonl").read_text().splitlines()]
+    assert all(set(row) == {"id", "type", "question", "topic", "answer"} for row in rows)
+    assert [row["id"] for row in rows] == [f"r{i:03d}" for i in range(1, len(rows) + 1)]
+    counts = Counter(q.type for q in ref_questions)
+    assert counts["keyword"] >= 20 and counts["paraphrase"] >= 20, counts
+    assert len({q.question for q in ref_questions}) == len(ref_questions), "repeated question"
+
+
+def test_every_answer_span_occurs_in_its_topic_on_this_python(topics):
+    # read the raw rows (the loader would refuse a missing span before we could name it)
+    by_id = {t.id: t for t in topics}
+    for line in (DATA / "pyref_questions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert row["topic"] in by_id, f"{row['id']}: topic {row['topic']!r} not kept"
+        assert rag.contains_span(by_id[row["topic"]].text, row["answer"]), (
+            f"{row['id']}: span {row['answer']!r} not in topic {row['topic']!r}")
+        assert len(row["answer"].split()) >= 2, f"{row['id']}: a one-word span is not specific"
+        in_topics = [t.id for t in topics if rag.contains_span(t.text, row["answer"])]
+        assert len(in_topics) <= 2, f"{row['id']}: span in {in_topics}: too common to judge by"
+
+
+def test_reference_paraphrase_questions_share_fewer_words_with_their_topic(topics, ref_questions):
+    by_id = {t.id: t for t in topics}
+
+    def overlap(q):
+        words = set(rag.tokenize(q.question))
+        return len(words & set(rag.tokenize(by_id[q.passage_ids[0]].contents))) / len(words)
+
+    mean = {t: sum(overlap(q) for q in ref_questions if q.type == t)
+            / sum(q.type == t for q in ref_questions) for t in rag.QUESTION_TYPES}
+    assert mean["paraphrase"] < 0.5 * mean["keyword"], mean
+
+
+def test_reference_loader_rejects_a_span_not_in_its_topic(tmp_path, topics):
+    bad = tmp_path / "r.jsonl"
+    row = {"id": "r001", "type": "keyword", "question": "Q?", "topic": "pass",
+           "answer": "a loud operation"}
+    bad.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match="is not in topic 'pass' on this Python"):
+        rag.load_reference_questions(bad, topics)
+    bad.write_text(json.dumps({**row, "topic": "debugger"}) + "\n")
+    with pytest.raises(ValueError, match="not a kept reference topic"):
+        rag.load_reference_questions(bad, topics)
+
+
+def test_readme_documents_the_language_reference_questions():
+    text = (DATA / "README.md").read_text()
+    for word in ("pyref_questions.jsonl", "pydoc_data.topics", "PSF", "span", "reference_topics"):
+        assert word in text, word

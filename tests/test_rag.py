@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -60,27 +61,59 @@ def test_bm25_parameters_b_zero_ignores_length_and_k1_zero_is_binary():
         rag.BM25([])
 
 
-def test_bm25_equals_rank_bm25_given_the_same_idf():
+def test_bm25_equals_rank_bm25_with_its_own_idf_variant():
+    # rank_bm25's idf is ln((N - n + 0.5) / (n + 0.5)), negatives floored at 0.25 x mean idf;
+    # ours computes that variant itself (nothing is copied into the reference).
     from rank_bm25 import BM25Okapi
 
-    docs = [rag.tokenize(p.contents) for p in rag.load_passages()]
-    ours = rag.BM25(docs, k1=1.2, b=0.75)
-    reference = BM25Okapi(docs, k1=1.2, b=0.75)
-    reference.idf = dict(ours.idf)  # rank_bm25 floors negative idfs instead; use Lucene's
-    for query in ["attention is all you need", "bm25 okapi trec", "gated recurrent unit gru"]:
-        terms = rag.tokenize(query)
-        np.testing.assert_allclose(ours.scores(terms), reference.get_scores(terms), rtol=1e-12)
+    kb = [rag.tokenize(p.contents) for p in rag.load_passages()]
+    # a small corpus where "cat" is in 3 of 4 documents: its raw idf is negative -> floored
+    small = [["cat", "dog"], ["cat", "cat"], ["cat", "bird", "fish"], ["dog"]]
+    for docs, queries in [(kb, ["attention is all you need", "bm25 okapi trec",
+                                "gated recurrent unit gru", "the transformer model"]),
+                          (small, ["cat", "cat dog", "fish cat"])]:
+        ours = rag.BM25(docs, k1=1.2, b=0.75, idf="rank_bm25")
+        reference = BM25Okapi(docs, k1=1.2, b=0.75)
+        for query in queries:
+            terms = rag.tokenize(query) if docs is kb else query.split()
+            np.testing.assert_allclose(ours.scores(terms), reference.get_scores(terms), rtol=1e-12, atol=1e-12)
+    floored = rag.BM25(small, idf="rank_bm25").idf["cat"]
+    assert floored == pytest.approx(BM25Okapi(small).idf["cat"]) and floored > 0
+    assert rag.BM25(small).idf["cat"] == pytest.approx(math.log(1 + 1.5 / 3.5))  # Lucene's
+    with pytest.raises(ValueError, match="idf must be one of"):
+        rag.BM25(small, idf="bm25+")
+
+
+def test_inverted_index_postings_and_candidates():
+    index = rag.BM25(CORPUS)
+    docs, tfs = index.postings["cat"]
+    assert docs.tolist() == [0, 1] and tfs.tolist() == [1.0, 2.0]
+    assert index.postings["bird"][0].tolist() == [2] and index.vocabulary_size == 4
+    assert index.candidates(["dog", "bird", "unicorn"]).tolist() == [1, 2]
+    assert index.candidates(["unicorn"]).tolist() == []
+    # scores read only the postings: documents without a query term stay exactly 0
+    assert index.scores(["bird"]).tolist()[:2] == [0.0, 0.0]
+
+
+def test_zero_score_documents_are_never_ranked():
+    index = rag.BM25(CORPUS)
+    assert [i for i, _ in index.search(["dog"], 3)] == [1]  # not [1, 0, 2]
+    assert index.search(["unicorn"], 3) == []
+    # an idf of exactly 0 (rank_bm25's variant, a term in half the documents) scores 0: not ranked
+    half = rag.BM25([["a", "x"], ["b"]], idf="rank_bm25")
+    assert half.idf["a"] == 0.0 and half.search(["a"], 2) == []
 
 
 def test_tokenize_lowercases_strips_accents_and_stopwords():
     assert rag.tokenize("The Spärck-Jones IDF of GPT-2!") == ["sparck", "jones", "idf", "gpt", "2"]
 
 
-def test_bm25_retriever_ranks_and_rejects_empty_queries():
+def test_bm25_retriever_ranks_only_matching_passages_and_rejects_empty_queries():
     passages = [P("p001", "cats sit on mats"), P("p002", "dogs chase cats"), P("p003", "birds")]
     hits = rag.BM25Retriever(passages).search("dogs", k=2)
-    assert [h.passage.id for h in hits] == ["p002", "p001"] and [h.rank for h in hits] == [1, 2]
-    assert hits[0].score > 0 and hits[1].score == 0
+    assert [h.passage.id for h in hits] == ["p002"] and hits[0].rank == 1 and hits[0].score > 0
+    hits = rag.BM25Retriever(passages).search("cats and dogs", k=3)
+    assert [h.passage.id for h in hits] == ["p002", "p001"]
     for bad in ["", "   \n", None]:
         with pytest.raises(ValueError, match="query must be"):
             rag.BM25Retriever(passages).search(bad)
@@ -126,6 +159,15 @@ class FixedRetriever:
 
     def search_many(self, queries, k=5):
         return [self.search(q, k) for q in queries]
+
+
+def test_hybrid_fuses_only_retrieved_candidates():
+    # BM25 matched one passage only: the others get nothing from it, dense order decides
+    passages = [P("p001", "cats sit on mats"), P("p002", "dogs chase cats"), P("p003", "birds")]
+    dense = FixedRetriever({"dogs": ["p003", "p001", "p002"]})
+    hits = rag.HybridRetriever([rag.BM25Retriever(passages), dense], depth=3).search("dogs", k=3)
+    assert [h.passage.id for h in hits] == ["p002", "p003", "p001"]
+    assert hits[0].score == pytest.approx(1 / 61 + 1 / 63) and hits[1].score == pytest.approx(1 / 61)
 
 
 def test_hybrid_retriever_fuses_by_rank():
@@ -312,3 +354,165 @@ def test_generate_is_greedy_and_attention_shares_are_consistent(decoder, kb):
     np.testing.assert_allclose(shares["per_layer"].sum(axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(shares["token_share"].sum(), 1.0)
     assert np.all((shares["on_passages"] > 0) & (shares["on_passages"] < 1))
+
+
+@pytest.mark.slow
+def test_leave_one_out_with_the_cache_equals_rerunning_the_shortened_prompt(decoder, kb):
+    model, tokenizer = decoder
+    passages = [kb[21], kb[22], kb[25]]
+    prompt = rag.render_prompt(tokenizer, rag.build_messages("Who introduced the LSTM?", passages))
+    (gen,) = rag.generate(model, tokenizer, [prompt], max_new_tokens=8)
+    result = rag.passage_attribution(model, tokenizer, gen, passages)
+    shares = rag.passage_attention(model, tokenizer, gen, passages)
+    np.testing.assert_allclose(result["mean"], shares["mean"], atol=1e-6)
+    for j in range(len(passages)):
+        scratch = rag.loo_logprob_from_scratch(model, tokenizer, gen, passages, j)
+        assert result["logprob_without"][j] == pytest.approx(scratch, abs=2e-3)
+        # the deleted tokens are exactly the prompt that never listed passage j
+        others = [p for i, p in enumerate(passages) if i != j]
+        shorter = rag.render_prompt(tokenizer, rag.build_messages("Who introduced the LSTM?", others))
+        start, end = rag._removal_spans(tokenizer, prompt, passages)[j]
+        assert gen.prompt_ids[:start] + gen.prompt_ids[end:] == tokenizer(
+            shorter, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([gen.prompt_ids + gen.answer_ids])).logits[0]
+    n = len(gen.answer_ids)
+    assert result["logprob"] == pytest.approx(rag.answer_logprob(logits[-n - 1 : -1], gen.answer_ids), abs=1e-3)
+    np.testing.assert_allclose(result["loo_drop"], result["logprob"] - result["logprob_without"])
+    assert result["loo_drop"][0] > 0  # the LSTM passage is the one the answer needs
+
+
+# ----------------------------------------------------------------------------- long documents
+
+
+def test_reference_topics_keep_the_language_reference_without_duplicates():
+    topics = rag.reference_topics()
+    names = {t.id for t in topics}
+    assert len(topics) >= 50 and sum(len(t.text.split()) for t in topics) > 20_000
+    assert not names & (rag.LIBRARY_TOPICS | rag.AGGREGATE_TOPICS)
+    assert "assert" in names and len({"if", "else"} & names) == 1  # pydoc repeats "if" as "else"
+    assert all(t.text == " ".join(t.text.split()) and t.title and "***" not in t.text[:5] for t in topics)
+
+
+def test_contains_span_and_span_judged_evaluation():
+    assert rag.contains_span("A  null\noperation here", "a null operation")
+    assert not rag.contains_span("a null op", "a null operation")
+    q = rag.Question("r1", "q", ("pass",), "null operation")
+    chunks = {"q": ["pass#1", "pass#2", "other"]}
+    retriever = FixedRetriever(chunks)
+    texts = {"pass#1": "nothing here", "pass#2": "it is a null operation", "other": "x"}
+
+    class SpanRetriever(FixedRetriever):
+        def search(self, query, k=5):
+            return [rag.Hit(P(i, texts[i]), 1.0, r) for r, i in enumerate(self.rankings[query][:k], 1)]
+
+    metrics = rag.evaluate(SpanRetriever(chunks), [q], k=(1, 2), depth=3, judge="span")
+    assert metrics == {"recall@1": 0.0, "recall@2": 1.0, "MRR": 0.5}
+    # by passage id, chunks of "pass" count as the passage: rank 1
+    assert rag.evaluate(retriever, [q], k=(1,), depth=3)["MRR"] == 1.0
+    with pytest.raises(ValueError, match="judge must be one of"):
+        rag.evaluate(retriever, [q], judge="fuzzy")
+
+
+def test_recall_within_words_compares_chunk_sizes_at_a_fixed_prompt_size():
+    q = rag.Question("r1", "q", ("t",), "needle")
+    short = [rag.Hit(P("a", "one two three"), 1, 1), rag.Hit(P("b", "four five needle"), 1, 2)]
+    assert rag.recall_within_words([short], [q], 6) == 1.0
+    assert rag.recall_within_words([short], [q], 5) == 0.0  # the second chunk does not fit
+    first_only = [rag.Hit(P("c", "a b c d e f g needle"), 1, 1)]
+    assert rag.recall_within_words([first_only], [q], 3) == 1.0  # the first chunk always counts
+    with pytest.raises(ValueError, match="budget must be a positive int"):
+        rag.recall_within_words([short], [q], 0)
+
+
+# ----------------------------------------------------------------------------- reranking
+
+
+def test_maxsim_hand_computed():
+    q = np.array([[1.0, 0.0], [0.0, 1.0]])  # (Tq, C)
+    d = np.array([[1.0, 0.0], [0.6, 0.8]])  # (Tp, C)
+    # token 1: max(1, 0.6) = 1; token 2: max(0, 0.8) = 0.8 -> mean 0.9
+    assert rag.maxsim(q, d) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="non-empty"):
+        rag.maxsim(q, np.zeros((0, 2)))
+
+
+def test_maxsim_reranker_reorders_first_stage_candidates():
+    class FakeDense:
+        name = "fake"
+        token_vectors = [np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), np.array([[0.6, 0.8]])]
+        position = {"a": 0, "b": 1, "c": 2}
+
+        def embed(self, texts, return_tokens=False):
+            return None, [np.array([[0.0, 1.0]]) for _ in texts]  # every query "points up"
+
+    first = FixedRetriever({"q": ["a", "c", "b"]})
+    hits = rag.MaxSimReranker(first, FakeDense(), depth=3).search("q", k=3)
+    assert [h.passage.id for h in hits] == ["b", "c", "a"]
+    assert [h.score for h in hits] == pytest.approx([1.0, 0.8, 0.0])
+    only_two = rag.MaxSimReranker(first, FakeDense(), depth=2).search("q", k=3)
+    assert [h.passage.id for h in only_two] == ["c", "a"]  # b was beyond the depth
+
+    class NoTokens:
+        token_vectors = None
+
+    with pytest.raises(ValueError, match="keep_token_vectors=True"):
+        rag.MaxSimReranker(first, NoTokens())
+
+
+# ----------------------------------------------------------------------------- strict grounding
+
+GROUND = [P("p069", "Alexander Rush of Harvard wrote The Annotated Transformer in 2018.",
+            "The Annotated Transformer"),
+          P("p070", "BERT was released by Google in 2018.", "BERT")]
+RUSH = rag.Question("q", "Who wrote The Annotated Transformer?", ("p069",), "Alexander Rush")
+
+
+def test_support_test_on_supported_and_unsupported_sentences():
+    ok = rag.sentence_support("It was Alexander Rush of Harvard.", GROUND, RUSH.question)
+    assert ok.supported and ok.passage_id == "p069" and ok.coverage == 1.0
+    made_up = rag.sentence_support("Alexander Rush, a Harvard-trained AI assistant, is credited.",
+                                   GROUND, RUSH.question)
+    assert not made_up.supported and made_up.coverage < rag.SUPPORT_THRESHOLD
+    assert {"ai", "assistant", "credited", "trained"} <= set(made_up.unsupported_terms)
+    # one wrong number or name among many supported words is enough to fail
+    year = rag.sentence_support("Alexander Rush of Harvard wrote it in 2019.", GROUND, RUSH.question)
+    assert year.coverage >= rag.SUPPORT_THRESHOLD and not year.names_found and not year.supported
+    name = rag.sentence_support("Alexander Rush of Stanford wrote it in 2018.", GROUND, RUSH.question)
+    assert not name.supported
+    # words copied from the question need no support; nothing new asserted -> supported
+    assert rag.sentence_support("The Annotated Transformer.", GROUND, RUSH.question).supported
+    with pytest.raises(ValueError, match="at least one passage"):
+        rag.sentence_support("x", [], "")
+    with pytest.raises(ValueError, match="threshold must be in"):
+        rag.sentence_support("x", GROUND, "", threshold=0)
+
+
+def test_strict_grounding_needs_the_reference_and_every_sentence_supported():
+    good = rag.strict_grounding("Alexander Rush wrote it. He was at Harvard.", RUSH, GROUND)
+    assert good.contains_reference and good.all_supported and good.correct
+    hallucinated = rag.strict_grounding(
+        "Alexander Rush, a Harvard-trained AI assistant, is credited.", RUSH, GROUND)
+    assert hallucinated.contains_reference and not hallucinated.correct
+    assert hallucinated.weakest.coverage < rag.SUPPORT_THRESHOLD
+    wrong = rag.strict_grounding("Google wrote it in 2018.", RUSH, GROUND)
+    assert wrong.all_supported and not wrong.contains_reference and not wrong.correct
+    empty = rag.strict_grounding("", RUSH, GROUND)
+    assert not empty.correct and empty.weakest is None
+
+
+def test_support_probes_have_known_status():
+    kb = rag.load_passages()[:30]
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    probes = rag.support_probes(kb, vectors, n=10, seed=0)
+    kinds = Counter(kind for kind, _, _ in probes)
+    assert kinds["supported"] == kinds["foreign"] == 10 and kinds["swapped"] >= 1
+    for kind, sentence, prompt in probes:
+        if kind == "supported":
+            assert any(sentence in p.text for p in prompt)
+        if kind == "foreign":
+            assert not any(sentence in p.text for p in prompt)
+    with pytest.raises(ValueError, match="one vector each"):
+        rag.support_probes(kb, vectors[:5])
