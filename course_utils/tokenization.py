@@ -1,16 +1,22 @@
-"""Tokenization (notebook 01): a byte-level BPE written from scratch, and token budgets.
+"""Used in notebook 01: byte-level BPE from scratch, real tokenizers rebuilt from their files.
 
-Byte-level BPE (the GPT-2 / Llama / SmolLM2 family) starts from the 256 possible bytes, so
+Byte-level BPE (the GPT-2 / Llama 3 / SmolLM2 family) starts from the 256 possible bytes, so
 *every* string can be encoded and nothing is ever "unknown". Training repeats one step:
 count adjacent token pairs, merge the most frequent pair into a new token. Encoding
-replays the learned merges in the order they were learned.
+replays the learned merges, earliest-learned pair first.
 
+- ``PreTokenizer`` / ``pretokenize``: split text into chunks ("words" with their leading
+  space) that merges never cross. The default is exactly GPT-2's pattern (``GPT2_PATTERN``);
+  ``LLAMA3_PATTERN`` (GPT-4's cl100k, Llama 3) and ``SMOLLM2_PRETOKENIZER`` (every digit
+  its own chunk, then GPT-2's pattern) show the other digit conventions.
 - ``count_pairs`` / ``merge_pair``: the two building blocks of the merge loop.
-- ``pretokenize``: split text into word-like chunks (merges never cross a chunk boundary).
-- ``train_bpe``: the merge loop with *incremental* pair counts (only the words that contain
-  the merged pair are re-counted), so ~4,000 merges on 100 KB take well under a second
-  in pure Python. ``train_bpe_naive`` is the textbook loop it must agree with.
+- ``train_bpe``: the merge loop with *incremental* pair counts (only the chunks that contain
+  the merged pair are re-counted), so ~4,000 merges on 100 KB take well under a second in
+  pure Python. (The textbook loop it is tested against lives in the tests.)
 - ``BPETokenizer``: ``encode`` / ``decode`` that round-trip any Python string exactly.
+  ``BPETokenizer(merges)`` is our own layout (ids 0-255 = bytes, ``256 + k`` = merge ``k``);
+  ``BPETokenizer.from_tokenizer_json`` / ``from_byte_level_bpe`` load a real byte-level BPE
+  (SmolLM2's ``tokenizer.json``, GPT-2's ``encoder.json`` + ``vocab.bpe``) into the same code.
 - ``count_tokens`` / ``truncate_to_max_tokens``: token budgets for the pretrained tokenizers
   and ours, with a clear error for empty input and a warning when text is cut.
 """
@@ -18,32 +24,107 @@ replays the learned merges in the order they were learned.
 from __future__ import annotations
 
 import heapq
-import re
+import json
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from itertools import pairwise
+from pathlib import Path
+
+import regex
 
 Pair = tuple[int, int]
 
 NUM_BYTES = 256
 
-# GPT-2's pre-tokenizer, written for Python's `re` (which has no \p{L}): an optional space
-# followed by letters, or 1-3 digits, or other symbols; then whitespace runs. `[^\W\d_]` is
-# "word characters except digits and underscore" = letters (and other alphanumerics); the
-# underscore joins the symbol class. Together the alternatives cover every character, so
-# "".join(pretokenize(text)) == text for any string (a property test checks it).
-PRETOKENIZE_PATTERN = re.compile(
-    r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d{1,3}| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+# GPT-2's pre-tokenizer, character for character as in OpenAI's gpt-2 `src/encoder.py` (and
+# the `tokenizers` library's ByteLevel(use_regex=True)): an optional space then letters
+# (\p{L}), or an optional space then a whole run of digits (\p{N}+), or an optional space
+# then other symbols; then whitespace runs (a run followed by a word leaves its last space
+# to that word). It needs the `regex` module: Python's `re` has no \p{L} / \p{N}.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+# GPT-4's cl100k_base pattern (tiktoken), reused by Llama 3: case-insensitive contractions,
+# a letter run may take one leading non-letter, and digits come in groups of at most three
+# with no leading space (`\p{N}{1,3}`), so "12345" -> "123", "45".
+LLAMA3_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
+_DIGIT = regex.compile(r"(\p{N})")  # the capture group keeps the digits in split()
 
-def pretokenize(text: str) -> list[str]:
-    """Split ``text`` into chunks ("words" with their leading space); joins back to ``text``."""
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}")
-    return PRETOKENIZE_PATTERN.findall(text)
+
+@cache
+def _compiled(pattern: str) -> regex.Pattern:
+    return regex.compile(pattern)
+
+
+@dataclass(frozen=True)
+class PreTokenizer:
+    """Cuts text into chunks with ``pattern``; ``split_digits`` first isolates every digit.
+
+    ``split_digits=True`` is the `tokenizers` library's ``Digits(individual_digits=True)``
+    step that SmolLM2's (and StarCoder's) tokenizer runs before GPT-2's pattern. Text the
+    pattern does not match is kept as its own chunk, so ``"".join(chunks) == text`` always.
+    """
+
+    pattern: str = GPT2_PATTERN
+    split_digits: bool = False
+    name: str = "GPT-2"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise ValueError(f"pattern must be a non-empty regular expression str, got {self.pattern!r}")
+        try:
+            _compiled(self.pattern)
+        except regex.error as error:
+            raise ValueError(f"pattern is not a valid regular expression: {error}") from None
+        if not isinstance(self.split_digits, bool):
+            raise ValueError(f"split_digits must be True or False, got {self.split_digits!r}")
+
+    def __call__(self, text: str) -> list[str]:
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        # Digits(individual_digits=True): each digit becomes a piece of its own.
+        pieces = [p for p in _DIGIT.split(text) if p] if self.split_digits else [text]
+        compiled = _compiled(self.pattern)
+        chunks: list[str] = []
+        for piece in pieces:
+            end = 0
+            for match in compiled.finditer(piece):
+                if match.start() > end:  # text the pattern skipped stays a chunk of its own
+                    chunks.append(piece[end : match.start()])
+                if match.end() > match.start():
+                    chunks.append(match.group())
+                end = match.end()
+            if end < len(piece):
+                chunks.append(piece[end:])
+        return chunks
+
+
+GPT2_PRETOKENIZER = PreTokenizer(GPT2_PATTERN, name="GPT-2")
+LLAMA3_PRETOKENIZER = PreTokenizer(LLAMA3_PATTERN, name="GPT-4 / Llama 3")
+SMOLLM2_PRETOKENIZER = PreTokenizer(GPT2_PATTERN, split_digits=True, name="SmolLM2")
+
+DIGIT_CONVENTIONS: dict[str, PreTokenizer] = {
+    "GPT-2: ' ?\\p{N}+' (whole digit run, with its space)": GPT2_PRETOKENIZER,
+    "GPT-4 / Llama 3: '\\p{N}{1,3}' (groups of three)": LLAMA3_PRETOKENIZER,
+    "SmolLM2: every digit alone, then GPT-2's pattern": SMOLLM2_PRETOKENIZER,
+}
+"""The three digit conventions, by the models that use them (notebook 01 shows them)."""
+
+
+def pretokenize(text: str, pretokenizer: PreTokenizer = GPT2_PRETOKENIZER) -> list[str]:
+    """Split ``text`` into chunks ("words" with their leading space); joins back to ``text``.
+
+    The default is exactly GPT-2's pre-tokenizer (``GPT2_PATTERN``).
+    """
+    if not isinstance(pretokenizer, PreTokenizer):
+        raise ValueError(f"pretokenizer must be a PreTokenizer, got {type(pretokenizer).__name__}")
+    return pretokenizer(text)
 
 
 def to_bytes(text: str) -> bytes:
@@ -98,73 +179,236 @@ def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
     return merged
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_vocab_size(vocab_size: object) -> int:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < NUM_BYTES:
+    if not _is_int(vocab_size) or vocab_size < NUM_BYTES:
         raise ValueError(
             f"vocab_size must be an int >= {NUM_BYTES} (the byte alphabet), got {vocab_size!r}"
         )
     return vocab_size
 
 
-def _word_counts(text: str) -> Counter[bytes]:
+def _word_counts(text: str, pretokenizer: PreTokenizer = GPT2_PRETOKENIZER) -> Counter[bytes]:
     if not isinstance(text, str) or not text:
-        raise ValueError(f"training text must be a non-empty str, got {text!r:.40}")
-    return Counter(to_bytes(chunk) for chunk in pretokenize(text))
+        raise ValueError(f"text must be a non-empty str (the training text), got {text!r:.40}")
+    return Counter(to_bytes(chunk) for chunk in pretokenize(text, pretokenizer))
 
 
-def _best_pair(counts: dict[Pair, int]) -> Pair:
-    """Most frequent pair; ties go to the smallest pair, so training is deterministic."""
-    return min(counts, key=lambda pair: (-counts[pair], pair))
+def _check_merges(merges: object) -> list[Pair]:
+    if isinstance(merges, (str, bytes, Mapping)) or not isinstance(merges, Sequence):
+        raise ValueError(
+            f"merges must be a list of (left_id, right_id) int pairs, got {type(merges).__name__}"
+        )
+    checked = []
+    for rank, pair in enumerate(merges):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(map(_is_int, pair)):
+            raise ValueError(f"merges[{rank}] must be a (left_id, right_id) pair of ints, got {pair!r}")
+        checked.append((pair[0], pair[1]))
+    return checked
 
 
-@dataclass
 class BPETokenizer:
-    """A byte-level BPE tokenizer: ids 0-255 are bytes, id ``256 + k`` is merge ``k``.
+    """A byte-level BPE tokenizer: chunks of text -> bytes -> token ids by replaying merges.
 
-    ``merges[k] = (left, right)`` means the token ``256 + k`` is ``left`` followed by
-    ``right``. Keeping only the first ``m`` merges gives exactly the tokenizer that training
+    ``BPETokenizer(merges)`` is the layout ``train_bpe`` learns: ids 0-255 are the bytes and
+    ``merges[k] = (left, right)`` makes the token ``256 + k`` (``left`` followed by
+    ``right``). Keeping only the first ``m`` merges gives exactly the tokenizer that training
     to ``vocab_size = 256 + m`` would have produced (see ``truncated``).
+
+    A real tokenizer numbers its tokens its own way: pass ``vocab`` (id -> bytes of every
+    token; a merge then makes the id whose bytes are ``vocab[left] + vocab[right]``), its
+    ``pretokenizer`` and its ``special_tokens`` (text -> id; decoded, never produced by
+    ``encode``: text that spells ``<|im_end|>`` is encoded as ordinary text). Use
+    ``from_tokenizer_json`` or ``from_byte_level_bpe`` rather than building these by hand.
+
+    Encoding one chunk: start from its bytes, then repeatedly merge the adjacent pair that
+    was learned earliest (lowest rank), everywhere it occurs, until no learned pair is left,
+    exactly as GPT-2's ``encoder.py`` does. Results are cached per chunk.
     """
 
-    merges: list[Pair] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(NUM_BYTES)}
-        self.ranks: dict[Pair, int] = {}
+    def __init__(
+        self,
+        merges: Sequence[Pair] = (),
+        *,
+        vocab: Mapping[int, bytes] | None = None,
+        pretokenizer: PreTokenizer = GPT2_PRETOKENIZER,
+        special_tokens: Mapping[str, int] | None = None,
+        ignore_merges: bool = False,
+    ) -> None:
+        self.merges: list[Pair] = _check_merges(merges)
+        if not isinstance(pretokenizer, PreTokenizer):
+            raise ValueError(
+                f"pretokenizer must be a PreTokenizer, got {type(pretokenizer).__name__}"
+            )
+        if not isinstance(ignore_merges, bool):
+            raise ValueError(f"ignore_merges must be True or False, got {ignore_merges!r}")
+        self.pretokenizer = pretokenizer
+        self.ignore_merges = ignore_merges
+        self._own_layout = vocab is None
+        if vocab is None:
+            self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(NUM_BYTES)}
+        else:
+            if not isinstance(vocab, Mapping) or not all(
+                _is_int(i) and i >= 0 and isinstance(b, bytes) and b for i, b in vocab.items()
+            ):
+                raise ValueError("vocab must map each token id (int >= 0) to its non-empty bytes")
+            self.vocab = dict(vocab)
+        by_bytes = {token: i for i, token in self.vocab.items()}
+        if vocab is not None and len(by_bytes) != len(self.vocab):
+            raise ValueError("vocab has two ids with the same bytes: the encoding would be ambiguous")
+        # (left, right) -> (rank, id of the merged token)
+        self._merge_of: dict[Pair, tuple[int, int]] = {}
         for rank, (left, right) in enumerate(self.merges):
-            new_id = NUM_BYTES + rank
             if left not in self.vocab or right not in self.vocab:
                 raise ValueError(f"merge {rank} = {(left, right)} uses ids not defined before it")
-            self.vocab[new_id] = self.vocab[left] + self.vocab[right]
-            self.ranks[(left, right)] = rank
+            merged = self.vocab[left] + self.vocab[right]
+            if vocab is None:
+                new_id = NUM_BYTES + rank
+                self.vocab[new_id] = merged
+            elif merged in by_bytes:
+                new_id = by_bytes[merged]
+            else:
+                raise ValueError(f"merge {rank} = {(left, right)} makes {merged!r}, which vocab lacks")
+            self._merge_of.setdefault((left, right), (rank, new_id))
+        self.ranks: dict[Pair, int] = {pair: rank for pair, (rank, _) in self._merge_of.items()}
+        self._byte_ids = [by_bytes.get(bytes([b])) for b in range(NUM_BYTES)]
+        self._whole = by_bytes if ignore_merges else {}
+        specials = dict(special_tokens or {})
+        if not all(isinstance(t, str) and t and _is_int(i) for t, i in specials.items()):
+            raise ValueError("special_tokens must map non-empty strings to int ids")
+        if clash := sorted(set(specials.values()) & set(self.vocab)):
+            raise ValueError(f"special token ids {clash[:3]} are also ordinary token ids")
+        self.special_tokens = specials
+        self._special_ids = {i: t for t, i in specials.items()}
         self._cache: dict[str, list[int]] = {}
 
     def __repr__(self) -> str:  # the merges list is long: don't print it
-        return f"BPETokenizer(vocab_size={self.vocab_size})"
+        return f"BPETokenizer(vocab_size={self.vocab_size}, pretokenizer={self.pretokenizer.name!r})"
 
     @property
     def vocab_size(self) -> int:
-        return NUM_BYTES + len(self.merges)
+        """Number of ids: byte tokens, merged tokens and special tokens."""
+        return len(self.vocab) + len(self.special_tokens)
+
+    # --- real tokenizers ------------------------------------------------------------------
+
+    @classmethod
+    def from_byte_level_bpe(
+        cls,
+        vocab: Mapping[str, int],
+        merges: Sequence[tuple[str, str] | str],
+        pretokenizer: PreTokenizer = GPT2_PRETOKENIZER,
+        special_tokens: Mapping[str, int] | None = None,
+        ignore_merges: bool = False,
+    ) -> BPETokenizer:
+        """A real byte-level BPE from its token strings (GPT-2's printable-byte alphabet).
+
+        ``vocab`` maps each token string (``"Ġthe"``) to its id, as in GPT-2's
+        ``encoder.json`` or a ``tokenizer.json``; ``merges`` lists pairs of token strings in
+        rank order (``("Ġ", "t")`` or the older ``"Ġ t"``). Entries of ``vocab`` that are
+        ``special_tokens`` are kept apart.
+        """
+        if not isinstance(vocab, Mapping) or not vocab:
+            raise ValueError(f"vocab must be a non-empty dict token -> id, got {type(vocab).__name__}")
+        specials = dict(special_tokens or {})
+        to_byte = {char: byte for byte, char in printable_bytes().items()}
+        id_bytes: dict[int, bytes] = {}
+        for token, index in vocab.items():
+            if token in specials:
+                continue
+            try:
+                id_bytes[index] = bytes(to_byte[char] for char in token)
+            except (KeyError, TypeError):
+                raise ValueError(
+                    f"vocab token {token!r} is not written in the printable-byte alphabet: "
+                    "is this a byte-level BPE? (pass it in special_tokens if it is special)"
+                ) from None
+        pairs: list[Pair] = []
+        for rank, merge in enumerate(merges):
+            left, right = merge.split(" ") if isinstance(merge, str) else merge
+            if left not in vocab or right not in vocab:
+                raise ValueError(f"merges[{rank}] = {merge!r} uses a token that vocab lacks")
+            pairs.append((vocab[left], vocab[right]))
+        return cls(pairs, vocab=id_bytes, pretokenizer=pretokenizer, special_tokens=specials,
+                   ignore_merges=ignore_merges)
+
+    @classmethod
+    def from_tokenizer_json(cls, path: str | Path | Mapping) -> BPETokenizer:
+        """The tokenizer a Hugging Face ``tokenizer.json`` describes, rebuilt on this class.
+
+        ``path`` is the file, or its parsed content (for a loaded fast tokenizer:
+        ``json.loads(tokenizer.backend_tokenizer.to_str())``).
+
+        Reads the BPE model's vocab and merges, the added tokens (as ``special_tokens``) and
+        the pre-tokenizer: ``ByteLevel(use_regex=True)`` is GPT-2's pattern; a ``Digits
+        (individual_digits=True)`` step before it sets ``split_digits``; a ``Split`` regex
+        before ``ByteLevel(use_regex=False)`` (Llama 3 style) becomes the pattern. Anything
+        else (a normalizer, byte fallback, dropout, ...) is refused with a ``ValueError``.
+        """
+        if isinstance(path, Mapping):
+            spec, name = path, "tokenizer spec"
+        else:
+            if not isinstance(path, (str, Path)) or not Path(path).is_file():
+                raise ValueError(f"path must be an existing tokenizer.json file, got {path!r}")
+            spec, name = json.loads(Path(path).read_text(encoding="utf-8")), Path(path).name
+        model = spec.get("model") or {}
+        if model.get("type") != "BPE":
+            raise ValueError(f"{name}: expected a BPE model, got {model.get('type')!r}")
+        unsupported = {
+            "normalizer": spec.get("normalizer"),
+            "dropout": model.get("dropout"),
+            "byte_fallback": model.get("byte_fallback") or None,
+            "continuing_subword_prefix": model.get("continuing_subword_prefix") or None,
+            "end_of_word_suffix": model.get("end_of_word_suffix") or None,
+        }
+        if used := {k: v for k, v in unsupported.items() if v is not None}:
+            raise ValueError(f"{name}: not a plain byte-level BPE, it sets {used}")
+        specials = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
+        return cls.from_byte_level_bpe(
+            model["vocab"], model["merges"], _pretokenizer_from_spec(spec.get("pre_tokenizer")),
+            special_tokens=specials, ignore_merges=bool(model.get("ignore_merges")),
+        )
+
+    # --- encoding and decoding ------------------------------------------------------------
 
     def truncated(self, vocab_size: int) -> BPETokenizer:
         """The same tokenizer with only its first ``vocab_size - 256`` merges."""
         _check_vocab_size(vocab_size)
+        if not self._own_layout:
+            raise ValueError("truncated() needs our own id layout (ids 256 + k = merge k)")
         if vocab_size > self.vocab_size:
             raise ValueError(f"vocab_size {vocab_size} exceeds this tokenizer's {self.vocab_size}")
-        return BPETokenizer(self.merges[: vocab_size - NUM_BYTES])
+        return BPETokenizer(self.merges[: vocab_size - NUM_BYTES], pretokenizer=self.pretokenizer)
+
+    def _byte_id(self, byte: int, chunk: str) -> int:
+        token = self._byte_ids[byte]
+        if token is None:
+            raise ValueError(
+                f"text contains {chunk!r} whose byte {byte:#04x} has no token in this vocabulary "
+                "(it never occurred in the tokenizer's training data)"
+            )
+        return token
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         cached = self._cache.get(chunk)
         if cached is not None:
             return cached
-        ids = list(to_bytes(chunk))
+        data = to_bytes(chunk)
+        if data in self._whole:  # ignore_merges: a chunk that is a token is taken whole
+            return [self._whole[data]]
+        ids = [self._byte_id(byte, chunk) for byte in data]
+        merge_of = self._merge_of
         while len(ids) >= 2:
             # The pair that was learned earliest is applied first, as in training.
-            pair = min(pairwise(ids), key=lambda p: self.ranks.get(p, float("inf")))
-            if pair not in self.ranks:
+            found = [merge_of[pair] + pair for pair in pairwise(ids) if pair in merge_of]
+            if not found:
                 break
-            ids = merge_pair(ids, pair, NUM_BYTES + self.ranks[pair])
-        if len(self._cache) < 100_000:
+            _, new_id, left, right = min(found)
+            ids = merge_pair(ids, (left, right), new_id)
+        if len(self._cache) < 200_000:
             self._cache[chunk] = ids
         return ids
 
@@ -172,16 +416,23 @@ class BPETokenizer:
         """Token ids of ``text`` (any Python string; ``""`` gives ``[]``)."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
-        return [i for chunk in pretokenize(text) for i in self._encode_chunk(chunk)]
+        return [i for chunk in self.pretokenizer(text) for i in self._encode_chunk(chunk)]
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         """The raw bytes of ``ids`` (a token may hold part of a multi-byte character)."""
-        try:
-            return b"".join(self.vocab[i] for i in ids)
-        except KeyError as error:
-            raise ValueError(
-                f"id {error.args[0]} is not in the vocabulary (ids 0..{self.vocab_size - 1})"
-            ) from None
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+            raise ValueError(f"ids must be a list of int token ids, got {type(ids).__name__}")
+        pieces = []
+        for i in ids:
+            if not _is_int(i):
+                raise ValueError(f"ids must be int token ids, got {i!r} ({type(i).__name__})")
+            if i in self.vocab:
+                pieces.append(self.vocab[i])
+            elif i in self._special_ids:
+                pieces.append(self._special_ids[i].encode("utf-8"))
+            else:
+                raise ValueError(f"id {i} is not in the vocabulary (ids 0..{self.vocab_size - 1})")
+        return b"".join(pieces)
 
     def decode(self, ids: Sequence[int], errors: str = "replace") -> str:
         """Text of ``ids``; ``decode(encode(s)) == s`` for every string ``s``.
@@ -189,6 +440,10 @@ class BPETokenizer:
         Bytes that are not valid UTF-8 (possible for an arbitrary id sequence, e.g. one cut
         in the middle of a character) are handled with ``errors`` (default: U+FFFD).
         """
+        if errors not in ("strict", "replace", "ignore", "backslashreplace"):
+            raise ValueError(
+                f"errors must be 'strict', 'replace', 'ignore' or 'backslashreplace', got {errors!r}"
+            )
         data = self.decode_bytes(ids)
         try:
             return data.decode("utf-8", errors="surrogatepass")
@@ -207,22 +462,54 @@ class BPETokenizer:
         return pieces
 
 
+def _pretokenizer_from_spec(spec: Mapping | None) -> PreTokenizer:
+    """The ``PreTokenizer`` for a ``tokenizer.json`` ``pre_tokenizer`` entry (see above)."""
+    steps = (spec or {}).get("pretokenizers", [spec]) if (spec or {}).get("type") == "Sequence" else [spec]
+    steps = [step for step in steps if step]
+    kinds = [step.get("type") for step in steps]
+    if not steps or kinds[-1] != "ByteLevel" or steps[-1].get("add_prefix_space"):
+        raise ValueError(
+            f"pre_tokenizer must end with ByteLevel(add_prefix_space=False), got {kinds or None}"
+        )
+    byte_level = steps[-1]
+    if kinds == ["ByteLevel"] and byte_level.get("use_regex", True):
+        return PreTokenizer(GPT2_PATTERN, name="GPT-2 (ByteLevel)")
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and byte_level.get(
+        "use_regex", True
+    ):
+        return PreTokenizer(GPT2_PATTERN, split_digits=True, name="digits, then GPT-2")
+    if (
+        kinds == ["Split", "ByteLevel"]
+        and not byte_level.get("use_regex", True)
+        and "Regex" in steps[0].get("pattern", {})
+        and str(steps[0].get("behavior", "")).lower() == "isolated"
+        and not steps[0].get("invert")
+    ):
+        return PreTokenizer(steps[0]["pattern"]["Regex"], name="Split regex")
+    raise ValueError(f"unsupported pre_tokenizer steps {kinds}: expected ByteLevel, Digits+ByteLevel "
+                     "or Split+ByteLevel")
+
+
 def train_bpe(
     text: str,
     vocab_size: int,
     on_merge: Callable[[int, Pair, int], None] | None = None,
+    pretokenizer: PreTokenizer = GPT2_PRETOKENIZER,
 ) -> BPETokenizer:
     """Learn ``vocab_size - 256`` merges on ``text`` (stops early if no pair is left).
 
-    Incremental counting: the corpus is kept as unique words with their frequencies;
-    ``pair_counts`` holds every adjacent pair's total count and ``where[pair]`` the words that
-    contain it. A merge only re-counts those words, and a heap with lazy deletion finds the
-    most frequent pair. Same result as ``train_bpe_naive`` (a test checks it).
+    Incremental counting: the corpus is kept as unique chunks with their frequencies;
+    ``pair_counts`` holds every adjacent pair's total count and ``where[pair]`` the chunks
+    that contain it. A merge only re-counts those chunks, and a heap with lazy deletion finds
+    the most frequent pair; ties go to the smallest pair, so training is deterministic. Same
+    result as the textbook loop that recounts everything (a test checks it).
 
     ``on_merge(rank, pair, count)`` is called after each merge (e.g. to print progress).
     """
     _check_vocab_size(vocab_size)
-    word_counts = _word_counts(text)
+    if on_merge is not None and not callable(on_merge):
+        raise ValueError(f"on_merge must be a function (rank, pair, count) or None, got {on_merge!r}")
+    word_counts = _word_counts(text, pretokenizer)
     words: list[list[int]] = [list(word) for word in word_counts]
     freqs: list[int] = list(word_counts.values())
 
@@ -246,7 +533,7 @@ def train_bpe(
         changed: set[Pair] = set()
         for index in where.pop(pair):
             ids, freq = words[index], freqs[index]
-            for old in pairwise(ids):  # forget this word's old pairs ...
+            for old in pairwise(ids):  # forget this chunk's old pairs ...
                 pair_counts[old] -= freq
                 changed.add(old)
             ids = words[index] = merge_pair(ids, pair, new_id)
@@ -254,7 +541,7 @@ def train_bpe(
                 pair_counts[new] += freq
                 where[new].add(index)
                 changed.add(new)
-        # `where` may keep words that lost a pair: harmless, merge_pair then finds nothing.
+        # `where` may keep chunks that lost a pair: harmless, merge_pair then finds nothing.
         for changed_pair in changed:
             count = pair_counts[changed_pair]
             if count > 0:
@@ -263,30 +550,81 @@ def train_bpe(
                 del pair_counts[changed_pair]
         if on_merge is not None:
             on_merge(len(merges) - 1, pair, -negative_count)
-    return BPETokenizer(merges)
+    return BPETokenizer(merges, pretokenizer=pretokenizer)
 
 
-def train_bpe_naive(text: str, vocab_size: int) -> BPETokenizer:
-    """The textbook merge loop: recount every pair in the whole corpus before each merge.
+# --- a varied test text, offline ----------------------------------------------------------
 
-    Slow (O(corpus) per merge); the reference ``train_bpe`` is tested against.
+VARIED_LINES = [
+    "Le cœur a ses raisons que la raison ne connaît point ; c'est l'été à Noël, garçon !",
+    "Über den Wolken muß die Freiheit wohl grenzenlos sein – Straße, Grüße, Äpfel.",
+    "¿Dónde está la biblioteca? ¡Mañana, señor! Año 1492, pingüino y acción.",
+    "Съешь же ещё этих мягких французских булок, да выпей чаю. Москва, 2024 год.",
+    "Ξεσκεπάζω την ψυχοφθόρα βδελυγμία· αλφάβητο, λόγος, Ελλάδα.",
+    "نص عربي قصير: السلام عليكم، الرقم ٣٤٥ والسنة ٢٠٢٤.",
+    "עברית: שלום עולם, מה שלומך היום? 42 תפוחים.",
+    "हिन्दी पाठ: नमस्ते दुनिया, आज का दिन सुंदर है। संख्या १२३४।",
+    "東京は日本の首都です。人口は約1400万人、面積は2194平方キロメートル。",
+    "自然语言处理很有趣！我们在2024年学习了分词器和注意力机制。",
+    "한국어 문장: 안녕하세요, 세계! 토큰화는 재미있습니다. 서울 2024년.",
+    "ภาษาไทย: สวัสดีชาวโลก การแบ่งคำเป็นเรื่องยาก",
+    "Tiếng Việt: Xin chào thế giới, tôi đang học mô hình ngôn ngữ.",
+    "Türkçe: Çalışkan öğrenciler ığdır'da şöyle düşünür. Polski: zażółć gęślą jaźń.",
+    "Emoji: I 💜 NLP 🤗 👍🏽 👩🏽‍💻 🇫🇷🇯🇵 🏳️‍🌈 ❤️‍🔥 🧑‍🤝‍🧑 ✨🎉🚀",
+    "Math & symbols: ∀x ∈ ℝ, x² ≥ 0; ∑ᵢ aᵢ = ½; π ≈ 3.14159; √2 ≠ 1.41 ± 0.01 → ∞.",
+    "Other digits: fullwidth １２３４, Arabic-Indic ٠١٢٣, Devanagari ०१२, Roman Ⅻ, ①②③.",
+    "Combining marks: e\u0301 a\u0308 n\u0303 vs é ä ñ; zero-width\u200bspace; NBSP\u00a0here.",
+    "Contractions: don't, I'LL, we've, they're, she'd, it's, WE'RE, o'clock, rock'n'roll.",
+    "Whitespace:\ttab\t\tdouble tab\r\nCRLF line\n\n\nthree newlines    four spaces  12  34\n",
+    "Code: for (int i = 0; i < n; ++i) { sum += a[i] * 0x1F; } // C++ && || != ==",
+    "JSON: {\"id\": 12345, \"price\": 1234.5, \"tags\": [\"a\", \"b\"], \"ok\": true, \"x\": null}",
+    "URL: https://example.org/path?q=token%20ize&lang=en#section-3 and e-mail a.b@c.de",
+]
+"""Hand-written lines mixed into ``varied_text``: languages, scripts, digits, emoji, code."""
+
+
+def _number_line(rng) -> str:
+    """Numbers written the ways text writes them (seeded: the same on every run)."""
+    n = rng.randint(0, 10 ** rng.randint(1, 12))
+    return (
+        f"Numbers: {n} and {n:,} and {rng.random() * 10 ** rng.randint(-6, 9):.{rng.randint(0, 6)}f}, "
+        f"{rng.uniform(-1, 1):.3e}, {rng.randint(1900, 2099)}-{rng.randint(1, 12):02d}-"
+        f"{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}, "
+        f"v{rng.randint(0, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 99)}, ${rng.randint(1, 9999)}.99, "
+        f"{rng.randint(1, 100)}%, +{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}, "
+        f"0x{rng.getrandbits(32):08X}, {rng.randint(2, 9)}x{rng.randint(2, 99)}"
+    )
+
+
+def varied_text(min_bytes: int = 100_000, seed: int = 0) -> str:
+    """At least ``min_bytes`` UTF-8 bytes of varied text, built offline and deterministically.
+
+    The Python Language Reference that ships with CPython (``pydoc_data.topics``: English
+    prose and code, in 3,000-character pieces of each topic) interleaved with
+    ``VARIED_LINES`` (non-English scripts, other digits, emoji, whitespace, code) and seeded
+    lines of numbers. Used to prove a rebuilt tokenizer equal to the real one.
     """
-    _check_vocab_size(vocab_size)
-    word_counts = _word_counts(text)
-    words = [list(word) for word in word_counts]
-    freqs = list(word_counts.values())
-    merges: list[Pair] = []
-    while len(merges) < vocab_size - NUM_BYTES:
-        counts: dict[Pair, int] = {}
-        for ids, freq in zip(words, freqs, strict=True):
-            count_pairs(ids, counts, weight=freq)
-        if not counts:
-            break
-        pair = _best_pair(counts)
-        new_id = NUM_BYTES + len(merges)
-        merges.append(pair)
-        words = [merge_pair(ids, pair, new_id) for ids in words]
-    return BPETokenizer(merges)
+    import pydoc_data.topics
+    import random
+
+    if not _is_int(min_bytes) or not 1 <= min_bytes <= 10_000_000:
+        raise ValueError(f"min_bytes must be an int from 1 to 10,000,000, got {min_bytes!r}")
+    if not _is_int(seed):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    rng = random.Random(seed)
+    topics = pydoc_data.topics.topics
+    keys = sorted(topics)
+    parts: list[str] = []
+    size, index = 0, 0
+    while size < min_bytes:
+        topic = topics[keys[index % len(keys)]]
+        start = (index // len(keys)) * 3_000
+        piece = topic[start : start + 3_000] or topic[:3_000]
+        for part in (piece, VARIED_LINES[index % len(VARIED_LINES)], _number_line(rng)):
+            parts.append(part)
+            size += len(to_bytes(part)) + 1
+        index += 1
+    return "\n".join(parts)
 
 
 # --- token budgets -----------------------------------------------------------------------

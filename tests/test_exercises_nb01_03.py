@@ -119,8 +119,10 @@ def test_sinusoidal_checker():
 
 
 def test_apply_rope_checker():
+    from course_utils.positional import apply_rope_adjacent_pairs
+
     assert nb03.check_apply_rope(sol03.apply_rope).passed
-    assert failed_with(nb03.check_apply_rope(nb03._interleaved_rope), "adjacent pairs")
+    assert failed_with(nb03.check_apply_rope(apply_rope_adjacent_pairs), "adjacent pairs")
     assert failed_with(nb03.check_apply_rope(lambda x, p, b: sol03.apply_rope(x, -p, b)), "wrong way")
     assert failed_with(nb03.check_apply_rope(lambda x, p, b: x.clone()), "nothing was rotated")
     ignores_positions = lambda x, p, b: sol03.apply_rope(x, torch.arange(x.shape[-2]), b)  # noqa: E731
