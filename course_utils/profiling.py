@@ -1,20 +1,26 @@
-"""Where the time goes in a transformer's forward pass (notebook 07).
+"""Used in notebook 07: where the time goes in a transformer's forward pass.
 
-- ``time_fn(fn)``: wall-clock of a call, with warm-up runs and the median of repeats.
 - ``profile_model(model, inputs)``: per-layer, per-sublayer latency (attention, FFN, norms,
   embeddings) of a scratch ``course_utils.blocks.Encoder``, a transformers ``BertModel`` or a
   Llama-style model, measured with forward pre-/post-hooks and ``time.perf_counter``.
   ``detail=True`` splits attention into Q/K/V projections, the attention core (scores,
-  softmax, weighted sum) and W_O, and the FFN into up, activation and down.
-- ``sublayer_flops(config, seq_len)``: matmul FLOPs per sublayer from the formula;
-  ``measure_matmul_peak()``: this machine's GEMM GFLOP/s, the yardstick for "achieved".
+  softmax, weighted sum) and W_O, and the FFN into up, activation and down. Each block
+  also gets an ``other`` row: the block's own code between its sublayers (the two
+  residual adds, module-call glue, the hooks themselves).
 - ``length_sweep(block, lengths)`` + ``find_crossover``: attention vs FFN time against
   sequence length, and where attention's O(T²) part overtakes the FFN's O(T).
 - ``top_ops(fn)``: the heaviest ATen operators according to ``torch.profiler``.
 
+The stopwatch (``time_call``), the matmul peak and the FLOP formulas are in
+``course_utils.measurement``, shared with notebook 10 and ``task bench``.
+
 Timings depend on the machine and its load: a notebook prints them in cells tagged
-``nbval-ignore-output``. Hooks cost a few microseconds per call, so ``LayerProfile``
-also reports the median time of the same forward pass without hooks.
+``nbval-ignore-output``. Every row keeps the median and the minimum of the repeats: on a
+busy machine the minimum (the least disturbed pass) is the one to read. Small element-wise
+ops such as the residual adds are where load shows most: with two threads each one waits
+for the second thread, which on a shared CPU can cost a scheduler time slice (notebook 07
+measures it). Hooks cost a few microseconds per call, so ``LayerProfile`` also reports the
+median time of the same forward pass without hooks.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from course_utils.blocks import Encoder, EncoderBlock, TransformerConfig
+from course_utils.blocks import Encoder, EncoderBlock
+from course_utils.measurement import time_call
+from course_utils.params import integer, positive_int
 
 Key = tuple[int | None, str]  # (layer index or None for embeddings/final norm, sublayer name)
 
@@ -44,45 +52,8 @@ _DERIVED = {
 
 
 def _check_counts(warmup: int, repeats: int) -> None:
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-
-
-@dataclass
-class Timing:
-    """Repeated wall-clock measurements of one call, in seconds."""
-
-    times: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-    @property
-    def best(self) -> float:
-        return min(self.times)
-
-    @property
-    def spread(self) -> float:
-        """(max - min) / median: how noisy the measurement was."""
-        return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
-
-
-def time_fn(fn: Callable[[], Any], warmup: int = 2, repeats: int = 5) -> Timing:
-    """Call ``fn()`` ``warmup`` times untimed (caches, allocator, lazy init), then time
-    ``repeats`` calls with ``time.perf_counter``. Runs under ``torch.no_grad()``."""
-    _check_counts(warmup, repeats)
-    times = []
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return Timing(times)
+    integer("warmup", warmup, min=0)
+    positive_int("repeats", repeats)
 
 
 # ----------------------------------------------------------------------------- module groups
@@ -280,7 +251,7 @@ def profile_model(
     groups = model_groups(model, detail=detail)
     was_training = model.training
     model.eval()
-    unhooked = (time_fn(lambda: _call(model, inputs), warmup=warmup, repeats=repeats).median
+    unhooked = (time_call(lambda: _call(model, inputs), warmup=warmup, repeats=repeats).median_s
                 if time_unhooked else float("nan"))
     timer = _HookTimer(groups)
     samples: dict[Key, list[float]] = defaultdict(list)
@@ -322,47 +293,6 @@ def profile_model(
     return LayerProfile(rows, total, unhooked, repeats, dict(samples))
 
 
-# ----------------------------------------------------------------------------- FLOPs
-def sublayer_flops(config: TransformerConfig, seq_len: int, batch: int = 1) -> dict[str, int]:
-    """Matmul FLOPs (multiply + add = 2) of one block's sublayers for ``batch × seq_len`` tokens.
-
-    With N = batch·T tokens, C = d_model, F = d_ff, d_kv = num_kv_heads·head_dim:
-    ``qkv_proj`` 2N·C·(C + 2 d_kv); ``attn_core`` 4·batch·T²·C (QKᵀ and weights·V over all
-    heads; softmax's few element-wise ops per score are left out); ``out_proj`` 2N·C²;
-    ``ffn_up`` 2N·C·F (×2 for SwiGLU's gate); ``ffn_down`` 2N·F·C. ``attention`` and ``ffn``
-    are the sums. Norms are a few element-wise ops per value (~8N·C), not matmuls.
-    """
-    for name, value in (("seq_len", seq_len), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    n, c, f = batch * seq_len, config.d_model, config.d_ff
-    d_kv = (config.num_kv_heads or config.num_heads) * config.head_dim
-    flops = {
-        "qkv_proj": 2 * n * c * (c + 2 * d_kv),
-        "attn_core": 4 * batch * seq_len * seq_len * c,
-        "out_proj": 2 * n * c * c,
-        "ffn_up": 2 * n * c * f * (2 if config.activation == "swiglu" else 1),
-        "ffn_down": 2 * n * f * c,
-        "norms": 2 * 8 * n * c,
-    }
-    flops["attention"] = flops["qkv_proj"] + flops["attn_core"] + flops["out_proj"]
-    flops["ffn"] = flops["ffn_up"] + flops["ffn_down"]
-    return flops
-
-
-def measure_matmul_peak(size: int = 1024, warmup: int = 2, repeats: int = 5) -> float:
-    """This machine's fp32 GEMM throughput in GFLOP/s: a ``size × size`` matmul (2·size³
-    FLOPs) timed ``repeats`` times; the *fastest* run counts, since a peak is the best the
-    machine can do (medians of other work are then compared against it)."""
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=gen)
-    b = torch.randn(size, size, generator=gen)
-    timing = time_fn(lambda: a @ b, warmup=warmup, repeats=repeats)
-    return 2 * size**3 / timing.best / 1e9
-
-
 # ----------------------------------------------------------------------------- scaling
 @dataclass
 class SweepPoint:
@@ -392,8 +322,7 @@ def length_sweep(
     gen = torch.Generator().manual_seed(seed)
     points = []
     for seq_len in lengths:
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
-            raise ValueError(f"lengths must be positive integers, got {seq_len!r}")
+        positive_int("lengths[i]", seq_len)
         x = torch.randn(batch, seq_len, block.config.d_model, generator=gen)
         profile = profile_model(block, x, warmup=warmup, repeats=repeats, time_unhooked=False)
         points.append(SweepPoint(

@@ -1,4 +1,5 @@
-"""course_utils.bench: the tiled attention is exact, the harness is well-formed.
+"""course_utils.flash_attention is exact, course_utils.bench's variants agree, and the
+harness in tools/bench.py (``task bench``) is well formed.
 
 No test here asserts a speed: timings depend on the machine and its load. Memory is
 asserted only where it is a property of the algorithm (an n² matrix or not), with margins
@@ -8,18 +9,40 @@ far larger than allocator noise.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import bench
+from course_utils import bench, flash_attention
 from course_utils.attention import scaled_dot_product_attention as course_attention
 from course_utils.masks import causal_mask, sliding_window_mask
+from course_utils.measurement import attention_flops
 
-TOL = bench.TILED_TOLERANCE  # fp32 on unit-variance inputs
+TOL = flash_attention.TILED_TOLERANCE  # fp32 on unit-variance inputs
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_harness():
+    """tools/bench.py is a script, not a package module: load it by path (once)."""
+    if "bench_harness" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_harness", REPO / "tools/bench.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_harness"] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules["bench_harness"]
+
+
+harness = _load_harness()
+
+
+def test_bench_reexports_the_tiled_attention():
+    assert bench.tiled_attention is flash_attention.tiled_attention
 
 
 def _random_shapes(count: int, seed: int):
@@ -34,7 +57,7 @@ def _random_shapes(count: int, seed: int):
 def test_tiled_equals_naive_on_random_shapes(shape, causal):
     batch, heads, n, d, block_q, block_k = shape
     q, k, v = bench.make_inputs(batch, heads, n, d, seed=n)
-    tiled = bench.tiled_attention(q, k, v, causal, block_q=block_q, block_k=block_k)
+    tiled = flash_attention.tiled_attention(q, k, v, causal, block_q=block_q, block_k=block_k)
     naive = bench.naive_attention(q, k, v, causal)
     assert tiled.shape == (batch, heads, n, d)
     assert (tiled - naive).abs().max() < TOL
@@ -44,14 +67,14 @@ def test_tiled_equals_naive_on_random_shapes(shape, causal):
 def test_tiled_with_n_not_a_multiple_of_the_blocks(causal):
     q, k, v = bench.make_inputs(1, 3, 1000, 64)  # 1000 = 3·256 + 232; 1000 = 15·64 + 40
     for block_q, block_k in ((256, 256), (64, 96), (1000, 7), (2048, 2048)):
-        tiled = bench.tiled_attention(q, k, v, causal, block_q=block_q, block_k=block_k)
+        tiled = flash_attention.tiled_attention(q, k, v, causal, block_q=block_q, block_k=block_k)
         assert (tiled - bench.naive_attention(q, k, v, causal)).abs().max() < TOL
 
 
 def test_tiled_cross_attention_with_different_lengths():
     q, _, _ = bench.make_inputs(2, 2, 37, 16, seed=1)
     _, k, v = bench.make_inputs(2, 2, 101, 16, seed=2)
-    tiled = bench.tiled_attention(q, k, v, block_q=16, block_k=24)
+    tiled = flash_attention.tiled_attention(q, k, v, block_q=16, block_k=24)
     assert (tiled - bench.naive_attention(q, k, v)).abs().max() < TOL
 
 
@@ -59,7 +82,7 @@ def test_tiled_cross_attention_with_different_lengths():
 @pytest.mark.parametrize("window", [1, 5, 64, 130, 500])
 def test_tiled_sliding_window_equals_masked_naive(window, causal):
     q, k, v = bench.make_inputs(1, 2, 203, 16, seed=window)
-    tiled = bench.tiled_attention(q, k, v, causal, window=window, block_q=32, block_k=48)
+    tiled = flash_attention.tiled_attention(q, k, v, causal, window=window, block_q=32, block_k=48)
     naive = bench.naive_attention(q, k, v, causal, window=window)
     assert (tiled - naive).abs().max() < TOL
     # and a window wider than the sequence is plain (causal) attention
@@ -86,7 +109,7 @@ def test_tiled_survives_large_scores():
     """The running max keeps exp() finite where a plain exp(q·k) would overflow."""
     q, k, v = bench.make_inputs(1, 1, 64, 8)
     q, k = q * 40, k * 40  # scores ~ 1e3 / √8: exp overflows fp32 without the max
-    tiled = bench.tiled_attention(q, k, v, block_q=16, block_k=16)
+    tiled = flash_attention.tiled_attention(q, k, v, block_q=16, block_k=16)
     assert torch.isfinite(tiled).all()
     assert (tiled - bench.naive_attention(q, k, v)).abs().max() < 1e-4
 
@@ -94,30 +117,29 @@ def test_tiled_survives_large_scores():
 def test_variants_reject_bad_input():
     q = torch.randn(1, 2, 8, 4)
     with pytest.raises(ValueError, match="4-D"):
-        bench.tiled_attention(q[0], q[0], q[0])
+        flash_attention.tiled_attention(q[0], q[0], q[0])
     with pytest.raises(ValueError, match="last dimension|expected q"):
         bench.naive_attention(q, torch.randn(1, 2, 8, 5), q)
     with pytest.raises(ValueError, match="same length"):
-        bench.tiled_attention(q, torch.randn(1, 2, 9, 4), torch.randn(1, 2, 9, 4), causal=True)
+        flash_attention.tiled_attention(q, torch.randn(1, 2, 9, 4), torch.randn(1, 2, 9, 4), causal=True)
     with pytest.raises(ValueError, match="block_q"):
-        bench.tiled_attention(q, q, q, block_q=0)
+        flash_attention.tiled_attention(q, q, q, block_q=0)
     with pytest.raises(ValueError, match="window"):
-        bench.tiled_attention(q, q, q, window=0)
+        flash_attention.tiled_attention(q, q, q, window=0)
     with pytest.raises(ValueError, match="unknown variant"):
         bench.attention_fn("flash")
     with pytest.raises(ValueError, match="unknown SDPA backend"):
         bench.attention_fn("sdpa[FAST]")
 
 
-def test_formulas():
-    assert bench.attention_flops(1, 8, 4096, 64) == 4 * 8 * 4096**2 * 64
-    assert bench.attention_flops(2, 8, 100, 64, causal=True) == 2 * 2 * 8 * 100**2 * 64
-    assert bench.score_matrix_bytes(1, 1, 131072) == 64 * 2**30  # the famous 64 GB
-    # SmolLM2: 30 layers, 3 KV heads of 64 dims, fp32, 1000 tokens
-    assert bench.kv_cache_bytes(30, 3, 64, 1000) == 2 * 30 * 3 * 64 * 1000 * 4
-    with pytest.raises(ValueError, match="positive integer"):
+def test_score_matrix_bytes_is_the_size_of_a_real_score_matrix():
+    q, k, _ = bench.make_inputs(2, 3, 50, 8)
+    scores = q @ k.transpose(-2, -1)  # (B, H, n, n), what naive attention materialises
+    assert bench.score_matrix_bytes(2, 3, 50) == scores.numel() * scores.element_size()
+    assert bench.score_matrix_bytes(2, 3, 50, bytes_per_element=2) == scores.half().nbytes
+    assert bench.score_matrix_bytes(1, 1, 131072) == 64 * 2**30  # the famous 64 GiB
+    with pytest.raises(ValueError, match="n: expected an integer ≥ 1"):
         bench.score_matrix_bytes(1, 8, 0)
-    assert bench.format_bytes(1536) == "1.5 KB" and bench.format_bytes(2**30) == "1 GB"
 
 
 def test_predicted_memory_ranks_the_variants():
@@ -126,30 +148,10 @@ def test_predicted_memory_ranks_the_variants():
     assert naive > 2 * bench.score_matrix_bytes(1, 8, 4096) > 30 * tiled
 
 
-def test_time_call_is_well_formed():
-    calls = []
-    timing = bench.time_call(lambda: calls.append(1), warmup=2, repeats=5)
-    assert len(calls) == 7
-    assert 0 <= timing.min_s <= timing.median_s <= timing.max_s
-    assert timing.repeats == 5 and timing.warmup == 2 and timing.spread >= 0
-    with pytest.raises(ValueError, match="repeats"):
-        bench.time_call(lambda: None, repeats=0)
-
-
-def test_fit_exponent_recovers_known_powers():
-    ns = [128, 256, 512, 1024]
-    assert bench.fit_exponent(ns, [3 * n**2 for n in ns]) == pytest.approx(2.0)
-    assert bench.fit_exponent(ns, [0.5 * n for n in ns]) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="positive"):
-        bench.fit_exponent([1, 2], [1, 0])
-    with pytest.raises(ValueError, match="2"):
-        bench.fit_exponent([4], [1])
-
-
 def test_sweep_rows_are_well_formed_and_the_cap_skips(tmp_path):
     logged: list[str] = []
     cap = 3 * 2**20  # naive at n=600 needs two 5.8 MB matrices: skipped; tiled fits
-    result = bench.run_sweep([32, 600], ["naive", "sdpa", "tiled"], heads=2, d=16, repeats=2,
+    result = harness.run_sweep([32, 600], ["naive", "sdpa", "tiled"], heads=2, d=16, repeats=2,
                              memory_ns=[], memory_cap_bytes=cap, log=logged.append)
     assert result.matmul_gflops > 0 and len(result.rows) == 6
     skipped = result.row("naive", 600)
@@ -159,38 +161,30 @@ def test_sweep_rows_are_well_formed_and_the_cap_skips(tmp_path):
         if row is skipped:
             continue
         assert row.median_s > 0 and row.min_s <= row.median_s <= row.max_s
-        flops = bench.attention_flops(1, 2, row.n, 16)
-        assert row.gflops == pytest.approx(flops / row.median_s / 1e9)
+        flops = attention_flops(1, 2, row.n, 16)
+        assert row.gflops == pytest.approx(flops / row.min_s / 1e9)  # fastest repeat
         assert row.fraction_of_matmul_peak == pytest.approx(row.gflops / result.matmul_gflops)
         assert row.score_matrix_bytes == 2 * row.n**2 * 4 and row.extra_bytes is None
-    assert set(bench.exponents(result)) == {"sdpa", "tiled"}  # naive has one point left
-    path = bench.write_csv(result, tmp_path / "sweep.csv")
+    assert harness.exponents(result) == {}  # two n per variant: too few for a fit
+    path = harness.write_csv(result, tmp_path / "sweep.csv")
     lines = list(csv.DictReader(path.open()))
     assert len(lines) == 6 and float(lines[0]["matmul_gflops"]) > 0
-    table = bench.summary_table(result)
+    table = harness.summary_table(result)
     assert table.count("\n") == 7 and "skipped: predicted" in table
     with pytest.raises(ValueError, match="device"):
-        bench.run_sweep([32], ["naive"], device="tpu", log=None)
-
-
-def test_decode_paths_agree():
-    rows = bench.decode_costs([8, 33], d_model=32, heads=4, repeats=2)
-    assert [r.n for r in rows] == [8, 33]
-    for row in rows:
-        assert row.max_difference < 1e-5  # cached and uncached give the same next token output
-        assert row.cached.median_s > 0 and row.uncached.median_s > 0
+        harness.run_sweep([32], ["naive"], device="tpu", log=None)
 
 
 def test_plot_sweep_draws_both_panels():
     import matplotlib
 
     matplotlib.use("Agg")
-    result = bench.run_sweep([16, 32, 64], ["sdpa", "tiled"], heads=1, d=8, repeats=1,
+    result = harness.run_sweep([16, 32, 64, 128], ["sdpa", "tiled"], heads=1, d=8, repeats=1,
                              memory_ns=[], log=None)
-    fig = bench.plot_sweep(result)
+    fig = harness.plot_sweep(result)
     time_axis, memory_axis = fig.axes
     assert any("n^" in t.get_text() for t in time_axis.get_legend().get_texts())
-    assert memory_axis.get_ylabel().startswith("peak memory")
+    assert memory_axis.get_ylabel() == "peak memory above inputs (MiB)"
     assert "fitted slopes" in time_axis.get_title()  # computed, not a claimed n²
 
 
@@ -199,8 +193,8 @@ def test_memory_probe_sees_the_n_squared_matrix_and_its_absence():
     """A fresh process per case: naive holds ≥ 2 score matrices (scores and weights), the
     tiled one less than a quarter of one. 32 MB matrices: far above allocator noise."""
     n, heads = 2048, 2  # score matrix 32 MB; tiled holds its 1 MB output and a few tiles
-    results = bench.measure_memory(
-        [bench.MemoryCase("naive", n, heads=heads), bench.MemoryCase("tiled", n, heads=heads)],
+    results = harness.measure_memory(
+        [harness.MemoryCase("naive", n, heads=heads), harness.MemoryCase("tiled", n, heads=heads)],
         jobs=2,
     )
     naive, tiled = results
@@ -214,7 +208,7 @@ def test_memory_probe_sees_the_n_squared_matrix_and_its_absence():
 
 @pytest.mark.slow
 def test_cli_writes_csv_and_png(tmp_path):
-    code = bench.main(["--n", "32,64", "--heads", "2", "--d", "16", "--repeats", "1",
+    code = harness.main(["--n", "32,64", "--heads", "2", "--d", "16", "--repeats", "1",
                        "--variants", "naive,tiled", "--no-memory", "--out", str(tmp_path)])
     assert code == 0
     rows = list(csv.DictReader((tmp_path / "bench_cpu.csv").open()))
@@ -224,11 +218,11 @@ def test_cli_writes_csv_and_png(tmp_path):
 
 
 def test_tile_count_matches_the_masks():
-    assert bench.tiled_tile_count(1000, block_q=256, block_k=96) == 4 * 11
-    assert bench.tiled_tile_count(1024, causal=True, block_q=256, block_k=256) == 1 + 2 + 3 + 4
-    assert bench.tiled_tile_count(1024, True, window=1024, block_q=256, block_k=256) == 10
-    narrow = bench.tiled_tile_count(4096, True, window=128)
-    assert narrow < bench.tiled_tile_count(4096, True, window=1024) < bench.tiled_tile_count(4096, True)
+    assert flash_attention.tile_count(1000, block_q=256, block_k=96) == 4 * 11
+    assert flash_attention.tile_count(1024, causal=True, block_q=256, block_k=256) == 1 + 2 + 3 + 4
+    assert flash_attention.tile_count(1024, True, window=1024, block_q=256, block_k=256) == 10
+    narrow = flash_attention.tile_count(4096, True, window=128)
+    assert narrow < flash_attention.tile_count(4096, True, window=1024) < flash_attention.tile_count(4096, True)
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
@@ -236,6 +230,6 @@ def test_tiled_workers_give_the_same_result_and_leave_threads_alone(workers):
     threads = torch.get_num_threads()
     q, k, v = bench.make_inputs(1, 2, 300, 16)
     for causal in (False, True):
-        tiled = bench.tiled_attention(q, k, v, causal, block_q=64, block_k=48, workers=workers)
+        tiled = flash_attention.tiled_attention(q, k, v, causal, block_q=64, block_k=48, workers=workers)
         assert (tiled - bench.naive_attention(q, k, v, causal)).abs().max() < TOL
     assert torch.get_num_threads() == threads  # the workers' single-threading stays theirs

@@ -157,12 +157,30 @@ def test_attention_states_equals_module_forward():
     assert torch.equal(states["attn_weights"], weights2)
 
 
-def test_feedforward_swiglu_formula():
+@pytest.mark.parametrize("activation", ["swiglu", "gelu"])
+def test_feedforward_equals_transformers_mlp_with_the_same_weights(activation):
+    """SwiGLU = transformers' LlamaMLP, GELU = BertIntermediate + BertOutput's dense, each
+    loaded with our weights: an independent implementation, not a copy of ours."""
+    from transformers import BertConfig, LlamaConfig
+    from transformers.models.bert.modeling_bert import BertIntermediate
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
     torch.manual_seed(0)
-    ffn = FeedForward(tiny_config(activation="swiglu", bias=False))
+    ffn = FeedForward(tiny_config(activation=activation, bias=activation == "gelu")).eval()
     x = torch.randn(2, 3, 32)
-    expected = ffn.down_proj(F.silu(ffn.gate_proj(x)) * ffn.up_proj(x))
-    torch.testing.assert_close(ffn(x), expected)
+    with torch.no_grad():
+        if activation == "swiglu":
+            ref = LlamaMLP(LlamaConfig(hidden_size=32, intermediate_size=64, hidden_act="silu",
+                                       mlp_bias=False)).eval()
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                getattr(ref, name).weight.copy_(getattr(ffn, name).weight)
+            expected = ref(x)
+        else:
+            up = BertIntermediate(BertConfig(hidden_size=32, intermediate_size=64, hidden_act="gelu"))
+            up.dense.load_state_dict(ffn.up_proj.state_dict())
+            expected = ffn.down_proj(up(x))  # BertOutput's dense is a plain Linear: ours
+        torch.testing.assert_close(ffn(x), expected, atol=1e-6, rtol=0)
+        assert (ffn(x) - expected).abs().max() < 1e-6
 
 
 # ----------------------------------------------------------------------------- causal
