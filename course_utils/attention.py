@@ -2,6 +2,10 @@
 
 Masks are boolean, **True = may attend** (see ``course_utils.masks``). A query whose keys
 are all masked gets all-zero weights and a zero output, never NaN.
+
+Bad input (not a tensor, an integer dtype, mismatched dtypes, a wrong rank, shapes that do
+not fit together, a zero-sized head dimension) raises a ``ValueError`` naming the argument;
+``tests/test_validation.py`` feeds these functions random bad inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +19,23 @@ from torch import nn
 from course_utils.positional import apply_rope
 
 
+def _check_tensors(**tensors: object) -> None:
+    """q, k, v are floating-point torch tensors of one dtype."""
+    dtypes = {}
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if not value.dtype.is_floating_point:
+            raise ValueError(
+                f"{name} must be a floating-point tensor, got dtype {value.dtype} "
+                f"(convert with {name}.float())"
+            )
+        dtypes[name] = value.dtype
+    if len(set(dtypes.values())) > 1:
+        shown = ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())
+        raise ValueError(f"q, k, v must share one dtype, got {shown}")
+
+
 def _check_qkv(q_shape, k_shape, v_shape) -> None:
     if len(q_shape) < 2 or len(k_shape) < 2 or len(v_shape) < 2:
         raise ValueError(
@@ -26,6 +47,9 @@ def _check_qkv(q_shape, k_shape, v_shape) -> None:
             f"q and k must share their last dimension d: got q {tuple(q_shape)} and "
             f"k {tuple(k_shape)}"
         )
+    if q_shape[-1] == 0:
+        raise ValueError(f"q and k need a head dimension d > 0 (scores are divided by √d), "
+                         f"got q {tuple(q_shape)}")
     if k_shape[-2] != v_shape[-2]:
         raise ValueError(
             f"k and v must have the same number of keys Tk: got k {tuple(k_shape)} and "
@@ -64,6 +88,7 @@ def scaled_dot_product_attention(
     attend) broadcastable to ``(..., Tq, Tk)``. Returns output ``(..., Tq, dv)`` and weights
     ``(..., Tq, Tk)`` whose rows sum to 1 — or are all 0 for a fully masked query row.
     """
+    _check_tensors(q=q, k=k, v=v)
     _check_qkv(q.shape, k.shape, v.shape)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Tq, Tk)
     if mask is not None:
@@ -87,6 +112,9 @@ def scaled_dot_product_attention_numpy(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The NumPy twin of ``scaled_dot_product_attention`` (same shapes, same conventions)."""
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    for name, array in (("q", q), ("k", k), ("v", v)):
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"{name} must be a floating-point array, got dtype {array.dtype}")
     _check_qkv(q.shape, k.shape, v.shape)
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])  # (..., Tq, Tk)
     if mask is not None:
@@ -123,9 +151,20 @@ class MultiHeadAttention(nn.Module):
         rope_base: float | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("num_heads", num_heads)):
+        for name, value in (("d_model", d_model), ("num_heads", num_heads),
+                            ("num_kv_heads", num_kv_heads), ("head_dim", head_dim)):
+            if value is None and name in ("num_kv_heads", "head_dim"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(bias, bool):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
+        if rope_base is not None and (
+            isinstance(rope_base, bool) or not isinstance(rope_base, (int, float))
+            or not math.isfinite(rope_base) or rope_base <= 1
+        ):
+            raise ValueError(f"rope_base must be None or a finite number > 1 (e.g. 10000.0), "
+                             f"got {rope_base!r}")
         if head_dim is None:
             if d_model % num_heads:
                 raise ValueError(
@@ -133,8 +172,11 @@ class MultiHeadAttention(nn.Module):
                     f"each head gets d_model / num_heads dimensions"
                 )
             head_dim = d_model // num_heads
+        if rope_base is not None and head_dim % 2:
+            raise ValueError(f"head_dim must be even with rope_base set (RoPE rotates pairs), "
+                             f"got head_dim {head_dim}")
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if num_kv_heads <= 0 or num_heads % num_kv_heads:
+        if num_heads % num_kv_heads:
             raise ValueError(
                 f"num_heads ({num_heads}) must be a multiple of num_kv_heads "
                 f"({num_kv_heads}): each KV head serves a whole group of query heads"
@@ -165,6 +207,16 @@ class MultiHeadAttention(nn.Module):
         0..T-1, self-attention only). Returns output ``(B, Tq, d_model)`` and weights
         ``(B, H, Tq, Tk)``.
         """
+        weight_dtype = self.q_proj.weight.dtype
+        for name, value in (("x", x), ("context", context)):
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"{name} must be a torch.Tensor of shape (batch, seq_len, "
+                                 f"d_model={self.d_model}), got {type(value).__name__}")
+            if value.dtype != weight_dtype:
+                raise ValueError(f"{name} must have this module's dtype {weight_dtype}, got "
+                                 f"{value.dtype} (convert with {name}.to({weight_dtype}))")
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"x must have shape (batch, seq_len, d_model={self.d_model}), "

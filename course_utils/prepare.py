@@ -15,7 +15,7 @@ def main() -> None:
 
     start = time.perf_counter()
     models.encoder_dir()
-    print(f"prepare: encoder verified; decoder cache {models.prepare_decoder()}")
+    print(f"prepare: encoder verified; decoder cache verified: {models.prepare_decoder()}")
     try:
         from course_utils import assets
     except ImportError:  # no offline JS assets defined yet

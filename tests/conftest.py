@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
+# A course notebook: two digits, an optional letter (08b_ follows 08_), a name; the runner
+# (tools/run_notebooks.py) uses the same pattern.
+NOTEBOOK_NAME = re.compile(r"^\d\d[a-z]?_[^.]+\.ipynb$")
+NOTEBOOK_PATHS = sorted(p for p in NOTEBOOKS.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
+"""The course notebooks in course order (sorted names: ``08_…`` before ``08b_…``)."""
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

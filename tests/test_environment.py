@@ -40,6 +40,15 @@ def test_torch_is_pinned_to_the_cpu_wheel_version():
     assert "torch==2.13.0" in pyproject_pins()
 
 
+def test_installed_torch_is_the_cpu_build():
+    """The course runs on CPU: a CUDA (or ROCm) build is gigabytes the learner never uses."""
+    import torch
+
+    assert torch.version.cuda is None, f"torch {torch.__version__} is built for CUDA {torch.version.cuda}"
+    assert getattr(torch.version, "hip", None) is None, f"torch {torch.__version__} is a ROCm build"
+    assert not torch.backends.cuda.is_built()
+
+
 def test_nodeps_requirements_are_pinned_and_documented():
     lines = [
         line.strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from course_utils.exercises import run_check
 
 CASES = [((x,), {}) for x in (1, 2, 5)]
@@ -50,6 +52,7 @@ def test_a_crash_is_reported_not_raised(monkeypatch):
     assert not result.passed and "ZeroDivisionError" in result.message
 
 
+@pytest.mark.slow  # loads MiniLM (the encoder fixture)
 def test_nb00_checker_passes_reference_and_fails_typical_mistakes(encoder):
     from course_utils.exercises.nb00 import check_count_tokens
     from course_utils.solutions.nb00 import count_tokens

