@@ -51,3 +51,30 @@ def test_environment_report_names_the_essentials():
     report = environment_report()
     assert report["torch"].startswith("2.13.0")
     assert report["device"] in ("cpu", "cuda")
+
+
+def test_course_device_defaults_to_cpu(monkeypatch):
+    from course_utils.repro import course_device
+
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    assert course_device() == torch.device("cpu")
+    monkeypatch.setenv("COURSE_DEVICE", "CPU")
+    assert course_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:0", "tpu"])
+def test_course_device_rejects_unknown_names(monkeypatch, value):
+    from course_utils.repro import course_device
+
+    monkeypatch.setenv("COURSE_DEVICE", value)
+    with pytest.raises(ValueError, match="COURSE_DEVICE must be one of cpu, cuda, mps"):
+        course_device()
+
+
+def test_course_device_says_when_the_device_is_missing(monkeypatch):
+    from course_utils.repro import course_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("COURSE_DEVICE", "cuda")
+    with pytest.raises(ValueError, match="no cuda device"):
+        course_device()

@@ -11,26 +11,20 @@ them the tests skip locally, but fail when ``COURSE_REQUIRE_BROWSER=1`` (CI sets
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import re
-import shutil
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import nbformat
 import pytest
 
+from browser import console_errors, outside_requests, start_chromium
 from conftest import NOTEBOOKS, REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 SITE = REPO / "site"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-NOTEBOOK_PATHS = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if ".FAILED" not in p.name)
-LOCAL_SCHEMES = {"file", "data", "blob", "about", "chrome", "devtools"}
+NOTEBOOK_PATHS = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb") if ".FAILED" not in p.name)
 RENDER_TIMEOUT_S = 60
 
 
@@ -50,27 +44,7 @@ def site() -> Path:
 
 @pytest.fixture(scope="session")
 def browser():
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        message = "headless Chromium not installed (apt-get install chromium chromium-driver)"
-        if os.environ.get("COURSE_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must not try to download drivers
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-quic", "--no-first-run", "--allow-file-access-from-files",
-        "--window-size=1280,1600",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(RENDER_TIMEOUT_S)
+    driver = start_chromium(RENDER_TIMEOUT_S)
     yield driver
     driver.quit()
 
@@ -128,18 +102,6 @@ def render(driver, page: Path, expected: dict[str, int]) -> dict:
         time.sleep(0.25)
 
 
-def outside_requests(performance_log: list[dict]) -> list[str]:
-    urls = []
-    for entry in performance_log:
-        message = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            url = message["params"]["request"]["url"]
-            parsed = urlparse(url)
-            if parsed.scheme not in LOCAL_SCHEMES and parsed.hostname not in ("127.0.0.1", "localhost"):
-                urls.append(url)
-    return urls
-
-
 def test_index_links_every_notebook(site, browser):
     browser.get((site / "index.html").as_uri())
     links = browser.execute_script("return [...document.querySelectorAll('ol a')].map(a => a.getAttribute('href'))")
@@ -162,7 +124,7 @@ def test_page_renders_offline(site, browser, notebook):
     shots.mkdir(exist_ok=True)
     browser.save_screenshot(str(shots / f"{notebook.stem}.png"))
 
-    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    errors = console_errors(browser)
     requests = outside_requests(browser.get_log("performance"))
     assert not requests, f"requests left the machine: {requests[:5]}"
     assert not errors, f"console errors: {errors[:5]}"

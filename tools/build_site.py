@@ -115,7 +115,7 @@ def nav_bar(pages: list[tuple[str, str]], index: int) -> str:
 
 def build(out: Path) -> list[Path]:
     """Export every notebook and the index into ``out``; return the pages written."""
-    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
     notebooks = [p for p in notebooks if ".FAILED" not in p.name]
     if not notebooks:
         raise SystemExit(f"no notebooks in {NOTEBOOKS}")
@@ -135,7 +135,7 @@ def build(out: Path) -> list[Path]:
     for index, (_, nb, page, title, _) in enumerate(entries):
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
         # Links between notebooks point at .ipynb files; on the site they are pages.
-        body = re.sub(r'href="(\d\d_[\w-]+)\.ipynb', r'href="\1.html', body)
+        body = re.sub(r'href="(\d\d[a-z]?_[\w-]+)\.ipynb', r'href="\1.html', body)
         nav = nav_bar(pages, index)
         body = re.sub(r"(<body[^>]*>)", lambda m, nav=nav: m.group(1) + nav, body, count=1)
         target = out / page
@@ -161,7 +161,7 @@ a {{ font-weight: 600; }}
 real pretrained models. These pages are the executed notebooks, exported for reading;
 to run them, see the README (<code>task lab</code>).</p>
 <h2>Course map</h2>
-<ol start="0">
+<ol start="0" style="list-style:none;padding-left:0">
 {rows}
 </ol>
 </body></html>
