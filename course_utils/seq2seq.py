@@ -1,10 +1,11 @@
-"""A tiny encoder-decoder trained live (notebook 08): human-readable dates -> ISO dates.
+"""Used in notebook 08: a tiny encoder-decoder trained live, human-readable dates -> ISO dates.
 
 - ``make_dates(n, seed)`` generates ``DateExample``s such as ``"March 5, 2024" -> "2024-03-05"``
   in several formats, remembering where the year, month and day sit in the source text.
 - ``CharTokenizer`` maps characters to ids (one id per character, plus ``<pad>`` / ``</s>``).
 - ``build_t5`` makes a small ``T5ForConditionalGeneration`` from a ``T5Config``;
-  ``train_seq2seq`` trains it (seeded, CPU-friendly, warm-up + gradient clipping);
+  ``train_seq2seq`` trains it with the course's one loop (``course_utils.training.train``,
+  passing ``seq2seq_loss``; seeded, CPU-friendly, warm-up + cosine, gradient clipping);
   ``exact_match`` evaluates it; ``cross_attention`` and ``alignment_shares`` show which
   source characters each output character reads.
 """
@@ -12,14 +13,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
+
+from course_utils import training
+from course_utils.params import positive_int
 
 FIELDS = ("year", "month", "day")
 # Output positions of each field in "YYYY-MM-DD".
@@ -249,38 +251,55 @@ def build_t5(tokenizer: CharTokenizer, config: Seq2SeqConfig | None = None, seed
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(training.TrainConfig):
+    """``course_utils.training.TrainConfig`` with the date task's data settings and the
+    defaults that train the tiny T5 in under a minute (see COURSE_DESIGN): 700 steps,
+    batch 32, lr 3e-3, 100 warm-up steps (all steps if fewer), clipping at 1.0, Adam's
+    usual betas, one thread.
+
+    ``warmup``, ``clip`` and ``log_every`` read ``warmup_steps``, ``grad_clip`` and
+    ``eval_every`` (the names notebook 08 prints).
+    """
+
     steps: int = 700
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup: int = 100
-    clip: float = 1.0
-    train_examples: int = 20_000
-    seed: int = 0
-    log_every: int = 100
+    # None = 100 steps, or all of them when there are fewer
+    warmup_steps: int | None = None
+    eval_every: int = 100
+    betas: tuple[float, float] = (0.9, 0.999)
     # One thread: this model's matrices are tiny, so a second thread adds more sync than
     # speed, and under CPU contention 2 lock-stepped threads ran ~30x slower than one.
-    threads: int = 1
+    threads: int | None = 1
+    batch_size: int = 32
+    train_examples: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps is None:
+            self.warmup_steps = min(100, self.steps) if isinstance(self.steps, int) else 100
+        super().__post_init__()
+        positive_int("batch_size", self.batch_size)
+        positive_int("train_examples", self.train_examples)
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps
+
+    @property
+    def clip(self) -> float | None:
+        return self.grad_clip
+
+    @property
+    def log_every(self) -> int:
+        return self.print_every or self.eval_every
 
 
-@dataclass
-class TrainResult:
-    losses: list[float]
-    seconds: float
-    config: TrainConfig
+def seq2seq_loss(model: T5ForConditionalGeneration, inputs: dict[str, torch.Tensor],
+                 targets: torch.Tensor) -> torch.Tensor:
+    """The ``loss_fn`` of ``training.train`` for T5: the model's own cross-entropy.
 
-
-def _lr_factor(step: int, warmup: int, steps: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 10 % at ``steps``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _progress_line(step: int, steps: int, loss: float, width: int = 20) -> str:
-    filled = round(width * step / steps)
-    return f"[{'#' * filled}{'.' * (width - filled)}] step {step:4d}/{steps}  loss {loss:.3f}"
+    inputs: ``input_ids`` / ``attention_mask`` ``(B, T_src)``; targets ``(B, T_out)``
+    (T5 shifts them right, after its start token, to make the decoder's input).
+    """
+    return model(**inputs, labels=targets).loss
 
 
 def train_seq2seq(
@@ -288,54 +307,33 @@ def train_seq2seq(
     tokenizer: CharTokenizer,
     config: TrainConfig | None = None,
     log: Callable[[str], None] | None = print,
-) -> TrainResult:
-    """Train on ``config.train_examples`` date pairs; returns per-step losses and seconds.
+) -> training.History:
+    """Train on ``config.train_examples`` date pairs with ``course_utils.training.train``.
 
-    AdamW with linear warm-up then cosine decay, gradient clipping. ``log`` receives a
-    text progress bar every ``log_every`` steps (deterministic: losses rounded, no timings,
-    so a re-executed notebook prints the same lines). Pass ``log=None`` for silence.
+    AdamW with linear warm-up then cosine decay (``config.lr_at``), gradient clipping, on
+    ``config.threads`` threads. ``log`` receives a text progress bar every ``log_every``
+    steps (deterministic: losses rounded, no timings, so a re-executed notebook prints the
+    same lines); ``log=None`` is silent. Returns the ``History``: ``losses`` (one per
+    step) and ``seconds``.
     """
     config = config or TrainConfig()
-    if config.steps <= 0 or config.batch_size <= 0 or config.threads <= 0:
+    if not isinstance(config, TrainConfig):
         raise ValueError(
-            "steps, batch_size and threads must be positive, got "
-            f"{config.steps}, {config.batch_size} and {config.threads}"
+            f"config must be a course_utils.seq2seq.TrainConfig (it has the batch size and "
+            f"data size), got {type(config).__module__}.{type(config).__name__}"
         )
     examples = make_dates(config.train_examples, seed=config.seed, split="train")
     sources = tokenizer.batch([e.text for e in examples])
     targets = torch.tensor([tokenizer.encode(e.iso) for e in examples])  # (N, 11): all same length
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, config.warmup, config.steps)
-    )
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    model.train()
-    losses: list[float] = []
-    start = time.perf_counter()
-    try:
-        for step in range(config.steps):
-            rows = torch.randint(0, len(examples), (config.batch_size,), generator=generator)
-            width = int(sources["attention_mask"][rows].sum(1).max())  # trim padding columns
-            loss = model(
-                input_ids=sources["input_ids"][rows, :width],  # (B, T_src)
-                attention_mask=sources["attention_mask"][rows, :width],
-                labels=targets[rows],  # (B, 11); T5 shifts them right for the decoder input
-            ).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            if log is not None and ((step + 1) % config.log_every == 0 or step + 1 == config.steps):
-                recent = losses[-config.log_every:]
-                log(_progress_line(step + 1, config.steps, sum(recent) / len(recent)))
-    finally:
-        torch.set_num_threads(previous_threads)
-        model.eval()
-    return TrainResult(losses, time.perf_counter() - start, config)
+
+    def get_batch(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        rows = torch.randint(0, len(examples), (config.batch_size,), generator=generator)
+        width = int(sources["attention_mask"][rows].sum(1).max())  # trim padding columns
+        inputs = {"input_ids": sources["input_ids"][rows, :width],  # (B, T_src)
+                  "attention_mask": sources["attention_mask"][rows, :width]}
+        return inputs, targets[rows]  # (B, 11)
+
+    return training.train(model, get_batch, config, loss_fn=seq2seq_loss, log=log)
 
 
 @torch.no_grad()

@@ -1,22 +1,27 @@
-"""A small, seeded, CPU-friendly training loop (notebook 12; reusable by any notebook).
+"""Used in notebooks 08, 12: the course's one training loop, seeded and CPU-friendly.
 
-One config dataclass, one function::
+One config dataclass, one schedule, one function::
 
     history = train(model, get_batch, TrainConfig(steps=300, lr=3e-3), eval_fn=evaluate)
 
 - AdamW with decoupled weight decay on matrices only (biases, norms and 1-D params are not
   decayed, as in nanoGPT);
-- a linear warm-up then a cosine decay to ``min_lr_ratio * lr`` (``lr_at_step``);
+- one learning-rate schedule, ``TrainConfig.lr_at(step)``: a linear warm-up, then a cosine
+  decay that reaches ``min_lr_ratio * lr`` at the last step;
 - gradient-norm clipping;
 - ``eval_fn(model)`` every ``eval_every`` steps (model in eval mode, no grad), recorded in
-  the history with the training loss of every step;
+  the history with the training loss and learning rate of every step;
+- ``loss_fn(model, inputs, targets)`` computes the loss of one batch: by default the
+  next-token cross-entropy of a model that maps inputs to logits (notebook 12's MiniGPT);
+  the date T5 of notebook 08 (``course_utils.seq2seq.train_seq2seq``) passes its own;
 - printed progress is a text bar with *rounded* losses and no timings, so a re-run with
   the same seed and thread count prints exactly the same lines (notebook outputs are
   compared by nbval). The wall time is kept in ``history.seconds`` for a separate cell.
 
 Determinism: ``train`` seeds torch with ``config.seed`` and passes ``get_batch`` its own
-``torch.Generator``; with a fixed thread count (``course_utils.repro.seed_everything``), the
-same model initialisation and the same seed give an identical loss history.
+``torch.Generator``; with a fixed thread count (``config.threads`` or
+``course_utils.repro.seed_everything``), the same model initialisation and the same seed
+give an identical loss history.
 """
 
 from __future__ import annotations
@@ -25,12 +30,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+from course_utils.params import ParameterError, positive_int
+from course_utils.repro import course_device
+
+Batch = tuple[Any, torch.Tensor]
+LossFn = Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -40,38 +50,66 @@ class TrainConfig:
     steps: int = 500
     lr: float = 3e-3
     warmup_steps: int = 50
-    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
+    # the cosine ends at lr * min_lr_ratio on the last step
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
-    eval_every: int = 50  # also evaluates at step 0 and after the last step
-    print_every: int | None = None  # print every this many steps (a multiple of eval_every); None = eval_every
+    # max global gradient norm; None = no clipping
+    grad_clip: float | None = 1.0
+    # evaluate (and print) every this many steps; also at step 0 and after the last step
+    eval_every: int = 50
+    # print every this many steps (a multiple of eval_every); None = eval_every
+    print_every: int | None = None
     seed: int = 0
-    progress: bool = True  # print one rounded line per evaluation
+    # print one rounded line per print_every steps
+    progress: bool = True
+    # torch threads while training (restored afterwards); None = leave the current setting
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(
-                f"warmup_steps must be an int in [0, steps={self.steps}], got {self.warmup_steps!r}"
+            positive_int(name, getattr(self, name))
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
+                or not 0 <= self.warmup_steps <= self.steps:
+            raise ParameterError(
+                "warmup_steps", f"an integer from 0 to steps = {self.steps}", self.warmup_steps
             )
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) \
+                or not math.isfinite(self.lr) or not self.lr > 0:
+            raise ParameterError("lr", "a finite number > 0", self.lr)
+        if not isinstance(self.min_lr_ratio, int | float) or not 0 <= self.min_lr_ratio <= 1:
+            raise ParameterError("min_lr_ratio", "a number from 0 to 1", self.min_lr_ratio)
+        if not isinstance(self.weight_decay, int | float) or not self.weight_decay >= 0:
+            raise ParameterError("weight_decay", "a number ≥ 0", self.weight_decay)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ParameterError("betas", "two numbers in [0, 1)", self.betas)
         if self.print_every is not None and (
-            not isinstance(self.print_every, int) or self.print_every <= 0
-            or self.print_every % self.eval_every
+            isinstance(self.print_every, bool) or not isinstance(self.print_every, int)
+            or self.print_every <= 0 or self.print_every % self.eval_every
         ):
-            raise ValueError(
-                f"print_every must be a positive multiple of eval_every={self.eval_every}, "
-                f"got {self.print_every!r}"
+            raise ParameterError(
+                "print_every", f"None or a positive multiple of eval_every={self.eval_every}",
+                self.print_every,
             )
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+            raise ParameterError("grad_clip", "a number > 0 or None", self.grad_clip)
+        if self.threads is not None:
+            positive_int("threads", self.threads)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate used at optimisation step ``step`` (0-based, ``0 <= step < steps``).
+
+        Linear warm-up ``lr * (step + 1) / warmup_steps`` for the first ``warmup_steps``
+        steps (step 0 already learns), then a cosine from ``lr`` that reaches
+        ``lr * min_lr_ratio`` exactly at the last step ``steps - 1``.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.steps:
+            raise ValueError(f"step must be an integer in [0, {self.steps}), got {step!r}")
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps - 1)  # 0 -> 1
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+        return self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
 
 
 @dataclass
@@ -84,27 +122,18 @@ class History:
     evals: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def losses(self) -> list[float]:
+        """The training loss of every step (the name notebook 08 uses; = ``train_loss``)."""
+        return self.train_loss
+
     def metric(self, name: str) -> list[float]:
         """The values of one evaluation metric over ``eval_steps``."""
-        if self.evals and name not in self.evals[0]:
+        if not self.evals:
+            raise ValueError(f"no evaluations were recorded (no eval_fn), so no metric {name!r}")
+        if name not in self.evals[0]:
             raise ValueError(f"unknown metric {name!r}; recorded: {sorted(self.evals[0])}")
         return [e[name] for e in self.evals]
-
-
-def lr_at_step(step: int, config: TrainConfig) -> float:
-    """Learning rate used at optimisation step ``step`` (0-based).
-
-    Linear warm-up ``lr * (step + 1) / warmup_steps`` for the first ``warmup_steps``
-    steps, then a cosine from ``lr`` down to ``lr * min_lr_ratio`` at the last step.
-    """
-    if step < 0 or step >= config.steps:
-        raise ValueError(f"step must be in [0, {config.steps}), got {step}")
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    decay_steps = config.steps - config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, decay_steps - 1)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -142,9 +171,25 @@ def _logits(output) -> torch.Tensor:
     raise ValueError(f"cannot find logits in a model output of type {type(output).__name__}")
 
 
+def language_model_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The default ``loss_fn``: ``next_token_loss(model(inputs), targets)``, inputs ``(B, T)``."""
+    return next_token_loss(_logits(model(inputs)), targets)
+
+
 def _bar(step: int, total: int, width: int = 20) -> str:
     filled = round(width * step / total)
     return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    """``batch`` (a tensor, or a tuple/list/dict of them) on ``device``; a no-op on the CPU."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: _to(value, device) for key, value in batch.items()}
+    return batch
 
 
 def train(
@@ -152,66 +197,82 @@ def train(
     get_batch: Callable[[torch.Generator], Batch],
     config: TrainConfig,
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = next_token_loss,
+    loss_fn: LossFn = language_model_loss,
+    log: Callable[[str], None] | None = print,
 ) -> History:
     """Train ``model`` in place for ``config.steps`` steps; return the ``History``.
 
     ``get_batch(generator)`` returns ``(inputs, targets)``, e.g. ``(B, T)`` token ids and
-    ``(B, T)`` next-token ids, drawing its randomness from ``generator`` only. The model
-    maps inputs to logits ``(B, T, V)`` (a tuple's first item or ``.logits`` is accepted).
-    ``eval_fn(model)`` returns named floats (e.g. ``{"val": 2.1}``); it runs at step 0,
-    every ``eval_every`` steps and after the last step.
+    ``(B, T)`` next-token ids, drawing its randomness from ``generator`` only.
+    ``loss_fn(model, inputs, targets)`` returns the batch's scalar loss; the default maps
+    inputs to logits ``(B, T, V)`` (a tuple's first item or ``.logits`` is accepted) and
+    takes the next-token cross-entropy. ``eval_fn(model)`` returns named floats (e.g.
+    ``{"val": 2.1}``); it runs at step 0, every ``eval_every`` steps and after the last step.
+    Progress lines go to ``log`` (``None`` or ``config.progress=False``: silent).
     """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    # COURSE_DEVICE=cuda|mps (opt-in): the steps run there; evaluation and the returned
+    # model stay on the CPU, so the notebook's other cells are unchanged.
+    device = course_device()
+    model.to(device)
     optimizer = make_optimizer(model, config)
     history = History()
-    start = time.perf_counter()
+    print_every = config.print_every or config.eval_every
+    width = len(str(config.steps))
 
-    def evaluate(step: int, train_loss: float | None) -> None:
-        if eval_fn is None and train_loss is None:
-            return
+    def report(step: int, train_loss: float | None) -> None:
         metrics: dict[str, float] = {}
         if eval_fn is not None:
-            model.eval()
+            model.eval().to("cpu")
             with torch.no_grad():
                 metrics = {k: float(v) for k, v in eval_fn(model).items()}
-            model.train()
+            model.train().to(device)
             history.eval_steps.append(step)
             history.evals.append(metrics)
-        print_every = config.print_every or config.eval_every
-        if config.progress and (step % print_every == 0 or step == config.steps):
-            parts = [f"{_bar(step, config.steps)} step {step:>{len(str(config.steps))}}/{config.steps}"]
+        if log is None or not config.progress or (train_loss is None and not metrics):
+            return
+        if step % print_every == 0 or step == config.steps:
+            parts = [f"{_bar(step, config.steps)} step {step:>{width}}/{config.steps}"]
             if train_loss is not None:
                 parts.append(f"train {train_loss:.3f}")
             parts += [f"{name} {value:.3f}" for name, value in metrics.items()]
-            print(" | ".join(parts))
+            log(" | ".join(parts))
 
-    model.train()
-    evaluate(0, None)
-    window: list[float] = []  # train losses since the last print
-    for step in range(config.steps):
-        lr = lr_at_step(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        inputs, targets = get_batch(generator)
-        loss = loss_fn(_logits(model(inputs)), targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr?")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        history.train_loss.append(loss.item())
-        history.lr.append(lr)
-        window.append(loss.item())
-        done = step + 1
-        if done % config.eval_every == 0 or done == config.steps:
-            # the printed train loss is the mean over the steps since the last print
-            evaluate(done, sum(window) / len(window))
-            if done % (config.print_every or config.eval_every) == 0 or done == config.steps:
-                window = []
-    model.eval()
+    start = time.perf_counter()
+    try:
+        model.train()
+        report(0, None)
+        window: list[float] = []  # train losses since the last printed line
+        for step in range(config.steps):
+            lr = config.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs, targets = get_batch(generator)
+            loss = loss_fn(model, _to(inputs, device), _to(targets, device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr?")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            history.train_loss.append(loss.item())
+            history.lr.append(lr)
+            window.append(loss.item())
+            done = step + 1
+            if done % config.eval_every == 0 or done == config.steps:
+                # the printed train loss is the mean over the steps since the last print
+                report(done, sum(window) / len(window))
+                if done % print_every == 0 or done == config.steps:
+                    window = []
+    finally:
+        model.eval().to("cpu")
+        torch.set_num_threads(previous_threads)
     history.seconds = time.perf_counter() - start
     return history

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 import torch
 
-from course_utils import seq2seq
+from course_utils import seq2seq, training
 from course_utils.seq2seq import (
     DATE_FORMATS,
     ISO_SPANS,
@@ -22,6 +22,7 @@ from course_utils.seq2seq import (
     exact_match,
     format_date,
     make_dates,
+    seq2seq_loss,
     split_dates,
     train_seq2seq,
 )
@@ -133,19 +134,35 @@ def test_build_t5_matches_the_course_design():
         build_t5(tokenizer, Seq2SeqConfig(d_model=66))
 
 
-def test_learning_rate_schedule_warms_up_then_decays():
-    factors = [seq2seq._lr_factor(s, warmup=10, steps=100) for s in range(100)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a < b for a, b in zip(factors[:9], factors[1:10], strict=True))
-    assert all(a >= b for a, b in zip(factors[9:-1], factors[10:], strict=True))
-    assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+def test_the_config_is_the_course_training_config_with_the_date_defaults():
+    config = TrainConfig()
+    assert isinstance(config, training.TrainConfig)
+    assert (config.steps, config.batch_size, config.lr, config.warmup, config.clip, config.threads) == (
+        700, 32, 3e-3, 100, 1.0, 1)
+    assert config.log_every == config.eval_every == 100
+    assert config.warmup == config.warmup_steps and config.clip == config.grad_clip
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="train_examples"):
+        TrainConfig(train_examples=-3)
+
+
+def test_seq2seq_loss_is_the_cross_entropy_of_the_logits():
+    tokenizer = CharTokenizer()
+    model = build_t5(tokenizer, seed=0)
+    inputs = tokenizer.batch(["5 March 2024", "Mar 05 2024"])
+    targets = torch.tensor([tokenizer.encode("2024-03-05")] * 2)
+    decoder_input = torch.cat([torch.zeros(2, 1, dtype=torch.long), targets[:, :-1]], dim=1)
+    logits = model(**inputs, decoder_input_ids=decoder_input).logits  # (B, 11, V)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    torch.testing.assert_close(seq2seq_loss(model, inputs, targets), expected)
 
 
 @pytest.fixture(scope="module")
 def short_training():
     torch.manual_seed(0)
     tokenizer = CharTokenizer()
-    config = TrainConfig(steps=40, batch_size=8, warmup=10, train_examples=300, log_every=20)
+    config = TrainConfig(steps=40, batch_size=8, warmup_steps=10, train_examples=300, eval_every=20)
     lines: list[str] = []
     model = build_t5(tokenizer, seed=0)
     result = train_seq2seq(model, tokenizer, config, log=lines.append)
@@ -153,11 +170,13 @@ def short_training():
 
 
 def test_training_lowers_the_loss_and_logs_a_progress_bar(short_training):
-    _, model, result, lines, _ = short_training
+    _, model, result, lines, config = short_training
     assert len(result.losses) == 40 and not model.training
     assert sum(result.losses[-5:]) / 5 < 0.7 * sum(result.losses[:5]) / 5
-    assert lines[0].startswith("[##########..........] step   20/40  loss ")
-    assert lines[1].startswith("[####################] step   40/40")
+    assert result.lr == [config.lr_at(s) for s in range(40)]  # the course's one schedule
+    assert len(lines) == 2
+    assert lines[0].startswith("[##########..........] step 20/40 | train ")
+    assert lines[1].startswith("[####################] step 40/40 | train ")
 
 
 @pytest.mark.slow
@@ -169,8 +188,10 @@ def test_training_is_reproducible(short_training):
 
 def test_train_rejects_bad_config():
     tokenizer = CharTokenizer()
-    with pytest.raises(ValueError, match="must be positive, got 0"):
-        train_seq2seq(build_t5(tokenizer), tokenizer, TrainConfig(steps=0))
+    with pytest.raises(ValueError, match="steps: expected an integer ≥ 1, got 0"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="course_utils.seq2seq.TrainConfig"):
+        train_seq2seq(build_t5(tokenizer), tokenizer, training.TrainConfig(steps=5, warmup_steps=1))
 
 
 def test_exact_match_counts_whole_strings(monkeypatch):
@@ -234,5 +255,5 @@ def test_training_restores_the_thread_count():
     train_seq2seq(build_t5(tokenizer), tokenizer, TrainConfig(steps=1, batch_size=2, train_examples=10,
                                                               threads=1), log=None)
     assert torch.get_num_threads() == before
-    with pytest.raises(ValueError, match="threads must be positive"):
-        train_seq2seq(build_t5(tokenizer), tokenizer, TrainConfig(threads=0))
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(threads=0)

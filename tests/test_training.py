@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from course_utils.repro import seed_everything
-from course_utils.training import History, TrainConfig, lr_at_step, next_token_loss, train
+from course_utils.training import History, TrainConfig, next_token_loss, train
 
 
 class Bigram(nn.Module):
@@ -54,21 +54,45 @@ def test_it_learns_a_predictable_sequence():
 
 def test_schedule_warmup_peak_and_floor():
     config = TrainConfig(steps=100, lr=1e-2, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_at_step(0, config) == pytest.approx(1e-3)
-    assert lr_at_step(9, config) == pytest.approx(1e-2)
-    assert lr_at_step(10, config) == pytest.approx(1e-2)
-    assert lr_at_step(99, config) == pytest.approx(1e-3)
-    rates = [lr_at_step(s, config) for s in range(10, 100)]
-    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))  # monotone decay
+    assert config.lr_at(0) == pytest.approx(1e-3)
+    assert config.lr_at(9) == pytest.approx(1e-2)
+    assert config.lr_at(10) == pytest.approx(1e-2)
+    assert config.lr_at(99) == pytest.approx(1e-3)  # the floor is reached on the last step
+    rates = [config.lr_at(s) for s in range(10, 100)]
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))  # strictly decaying
     with pytest.raises(ValueError, match="step"):
-        lr_at_step(100, config)
+        config.lr_at(100)
+
+
+def test_schedule_equals_torch_warmup_then_cosine_annealing():
+    """The same schedule built from torch's own schedulers (LinearLR then CosineAnnealingLR)."""
+    config = TrainConfig(steps=60, lr=2e-3, warmup_steps=8, min_lr_ratio=0.25)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=config.lr)
+    warmup = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1 / config.warmup_steps, total_iters=config.warmup_steps - 1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.steps - config.warmup_steps - 1, eta_min=config.lr * config.min_lr_ratio)
+    schedule = torch.optim.lr_scheduler.SequentialLR(
+        optimizer, [warmup, cosine], milestones=[config.warmup_steps])
+    torch_rates = []
+    for _ in range(config.steps):
+        torch_rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert [config.lr_at(s) for s in range(config.steps)] == pytest.approx(torch_rates, rel=1e-9)
+
+
+def test_no_warmup_starts_at_the_peak_and_full_warmup_never_decays():
+    assert TrainConfig(steps=10, lr=1e-2, warmup_steps=0).lr_at(0) == pytest.approx(1e-2)
+    flat = TrainConfig(steps=10, lr=1e-2, warmup_steps=10)
+    assert flat.lr_at(9) == pytest.approx(1e-2)
 
 
 def test_the_history_records_the_schedule_and_progress_is_rounded(capsys):
     seed_everything(0)
     config = TrainConfig(steps=20, lr=1e-2, warmup_steps=4, eval_every=5, print_every=10, seed=0)
     history = train(Bigram(), cyclic_batch, config, eval_fn=lambda m: {"val": 1.23456})
-    assert history.lr == [lr_at_step(s, config) for s in range(20)]
+    assert history.lr == [config.lr_at(s) for s in range(20)]
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3  # steps 0, 10, 20
     assert lines[-1].startswith("[####################] step 20/20 | train ")
@@ -92,6 +116,10 @@ def test_weight_decay_spares_biases_and_norms():
         ({"lr": 0.0}, "lr"),
         ({"eval_every": 10, "print_every": 15}, "print_every"),
         ({"grad_clip": -1.0}, "grad_clip"),
+        ({"threads": 0}, "threads"),
+        ({"steps": 2.5}, "steps"),
+        ({"lr": float("nan")}, "lr"),
+        ({"min_lr_ratio": 1.5}, "min_lr_ratio"),
     ],
 )
 def test_bad_config_is_rejected(kwargs, match):
@@ -102,3 +130,61 @@ def test_bad_config_is_rejected(kwargs, match):
 def test_loss_shape_errors():
     with pytest.raises(ValueError, match="logits"):
         next_token_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+
+
+def test_a_custom_loss_fn_and_log_receive_what_train_gives_them():
+    seen, lines = [], []
+
+    def loss_fn(model, inputs, targets):
+        seen.append((inputs.shape, targets.shape))
+        return next_token_loss(model(inputs), targets)
+
+    config = TrainConfig(steps=6, lr=1e-2, warmup_steps=2, eval_every=3, seed=0)
+    history = train(Bigram(), cyclic_batch, config, loss_fn=loss_fn, log=lines.append)
+    assert seen == [((16, 12), (16, 12))] * 6 and len(history.train_loss) == 6
+    assert [line.split(" | ")[0] for line in lines] == [
+        "[##########..........] step 3/6", "[####################] step 6/6"]
+    assert history.losses is history.train_loss
+    with pytest.raises(ValueError, match="no evaluations"):
+        history.metric("val")
+    silent: list[str] = []
+    train(Bigram(), cyclic_batch, config, log=None)
+    train(Bigram(), cyclic_batch, TrainConfig(steps=6, warmup_steps=2, eval_every=3, progress=False), log=silent.append)
+    assert silent == []
+
+
+def test_threads_are_set_while_training_and_restored():
+    before = torch.get_num_threads()
+    seen = []
+
+    def batch(generator):
+        seen.append(torch.get_num_threads())
+        return cyclic_batch(generator)
+
+    train(Bigram(), batch, TrainConfig(steps=2, warmup_steps=1, eval_every=1, threads=1), log=None)
+    assert seen == [1, 1] and torch.get_num_threads() == before
+
+
+def test_a_diverging_run_stops_with_a_clear_error():
+    def nan_loss(model, inputs, targets):
+        return next_token_loss(model(inputs), targets) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="step 0"):
+        train(Bigram(), cyclic_batch, TrainConfig(steps=3, warmup_steps=1), loss_fn=nan_loss, log=None)
+    with pytest.raises(ValueError, match="TrainConfig"):
+        train(Bigram(), cyclic_batch, {"steps": 3})
+
+
+def test_an_unavailable_course_device_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no cuda device"):
+        train(Bigram(), cyclic_batch, TrainConfig(steps=1, warmup_steps=0, eval_every=1), log=None)
+
+
+def test_batches_of_any_shape_move_to_the_device():
+    """The loop moves each batch (tensors, tuples, dicts) to course_device()."""
+    from course_utils.training import _to
+
+    moved = _to({"a": torch.zeros(2), "b": (torch.ones(1), 3)}, torch.device("meta"))
+    assert [moved["a"].device.type, moved["b"][0].device.type, moved["b"][1]] == ["meta", "meta", 3]

@@ -1,4 +1,4 @@
-"""Checkers for notebook 12 (MiniGPT and induction heads)."""
+"""Used in notebook 12: checkers of its exercises (MiniGPT and induction heads)."""
 
 from __future__ import annotations
 
@@ -70,20 +70,30 @@ def check_induction_score(
         if torch.allclose(got, expected, atol=1e-6):
             return None
         second = start + length
-        queries = torch.arange(second, second + length)
-        if torch.allclose(got, weights[:, queries, queries - length].mean(-1), atol=1e-6):
+        every = torch.arange(second, second + length)  # all queries of the second copy
+        if torch.allclose(got, weights[:, every, every - length + 1].mean(-1), atol=1e-6):
+            return ("you included the last query of the second copy: the token after it is not "
+                    "part of the copy (at the end of a sequence it does not exist), so copying "
+                    "predicts nothing there; stop one query earlier")
+
+        def matches(offset: int) -> bool:  # attention to key i + offset, with or without the last query
+            return any(torch.allclose(got, weights[:, q, q + offset].mean(-1), atol=1e-6)
+                       for q in (every, every[:-1]))
+
+        if matches(-length):
             return ("you measured attention to i - block_len: that is the earlier copy of the "
                     "*same* token (a duplicate-token head); an induction head looks one further, "
                     "at the token that came next: i - block_len + 1")
-        if torch.allclose(got, weights[:, queries, queries - 1].mean(-1), atol=1e-6):
+        if matches(-1):
             return "that is the previous-token score (key i - 1), not the induction score"
         first = torch.arange(start, second)
-        if torch.allclose(got, weights[:, first, (first - length + 1).clamp_min(0)].mean(-1), atol=1e-6):
+        if any(torch.allclose(got, weights[:, q, (q - length + 1).clamp_min(0)].mean(-1), atol=1e-6)
+               for q in (first, first[:-1])):
             return "use the queries of the second copy (first_start + block_len …), not the first"
         return f"got {got.tolist()}, expected {expected.tolist()}"
 
     return run_check(
         "induction_score", induction_score, solutions.induction_score, _induction_cases(),
         diagnose,
-        hint="queries i = first_start + block_len … first_start + 2*block_len - 1; keys i - block_len + 1",
+        hint="queries i = first_start + block_len … first_start + 2*block_len - 2; keys i - block_len + 1",
     )

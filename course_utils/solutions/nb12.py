@@ -20,8 +20,10 @@ def warmup_cosine(step: int, total_steps: int, peak_lr: float, warmup_steps: int
 
 def induction_score(weights: torch.Tensor, first_start: int, block_len: int) -> torch.Tensor:
     """Per-head induction score ``(H, T, T) -> (H,)`` on one ``[prefix, block, block]``
-    sequence: mean attention from each query i of the second copy to key i - block_len + 1."""
+    sequence: mean attention from each query i of the second copy, except its last (the
+    token after it is not in the copy, so nothing is predicted by copying there), to key
+    i - block_len + 1."""
     second = first_start + block_len
-    queries = torch.arange(second, second + block_len)
+    queries = torch.arange(second, second + block_len - 1)
     keys = queries - block_len + 1
     return weights[:, queries, keys].mean(-1)
