@@ -1,12 +1,13 @@
-"""Greedy decoding written by hand, then with a hand-written KV cache (notebook 08).
+"""Used in notebooks 08, 08b: greedy decoding written by hand, then with a hand-written KV cache.
 
 - ``greedy_generate(model, input_ids, n)``: the loop ``model.generate(do_sample=False)``
   runs, written out: run the model on the whole prefix, take the argmax of the last
   position's logits, append, repeat. No cache: every step recomputes every position.
 - ``ScratchLlama``: a Llama-style decoder (SmolLM2, TinyLlama, ...) forward pass written
   from scratch on a ``LlamaForCausalLM``'s own weights (RMSNorm, RoPE, grouped-query
-  attention, SwiGLU), with an explicit ``KVCache``: per layer, the keys and values of every
-  position seen so far, grown by one row per generated token.
+  attention, SwiGLU), with an explicit ``kv_cache.KVCache``: per layer, the keys and values of
+  every position seen so far, grown by one row per generated token. RoPE is
+  ``positional.apply_rope`` and RMSNorm is ``blocks.RMSNorm`` (sharing the model's weights).
 - ``scratch_greedy(scratch, input_ids, n, use_cache)``: greedy decoding on ``ScratchLlama``,
   either recomputing the prefix each step or feeding only the newest token and reusing the
   cache. Both give the same tokens; the cache changes only the cost.
@@ -20,6 +21,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from course_utils.blocks import RMSNorm
+from course_utils.kv_cache import KVCache
+from course_utils.positional import apply_rope
+
+__all__ = ["GenerationResult", "KVCache", "ScratchLlama", "greedy_generate", "scratch_greedy"]
 
 
 def _check_input_ids(input_ids: torch.Tensor, max_new_tokens: int) -> None:
@@ -70,37 +77,6 @@ def greedy_generate(
     return GenerationResult(ids, steps)
 
 
-class KVCache:
-    """Per layer, the keys and values of every position processed so far.
-
-    ``keys[layer]`` and ``values[layer]`` are ``(B, n_kv_heads, T_seen, head_dim)``; each
-    ``append`` concatenates the new positions along ``T_seen`` and returns the full tensors.
-    """
-
-    def __init__(self, n_layers: int) -> None:
-        if n_layers <= 0:
-            raise ValueError(f"n_layers must be positive, got {n_layers}")
-        self.keys: list[torch.Tensor | None] = [None] * n_layers
-        self.values: list[torch.Tensor | None] = [None] * n_layers
-
-    @property
-    def length(self) -> int:
-        """Number of positions cached (0 before the prompt is processed)."""
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is None:
-            self.keys[layer], self.values[layer] = k, v
-        else:
-            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
-            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
-        return self.keys[layer], self.values[layer]
-
-    def nbytes(self) -> int:
-        """Memory the cache holds: 2 × layers × B × kv_heads × T × head_dim × 4 bytes (fp32)."""
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
-
-
 class ScratchLlama:
     """A Llama decoder's forward pass from scratch, on a ``LlamaForCausalLM``'s weights.
 
@@ -127,25 +103,22 @@ class ScratchLlama:
         self.n_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
         self.group = self.n_heads // self.n_kv_heads  # query heads sharing one KV head
-        self.eps = config.rms_norm_eps
-        theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
-        # RoPE: pair i of each head rotates by position * theta^(-2i/d).
-        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        self.rope_base = float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
         self.n_layers = config.num_hidden_layers
+        base = model.model
+        # The course's RMSNorm, holding the model's own norm weights (shared, not copied).
+        self.attn_norms = [self._norm(layer.input_layernorm.weight, config) for layer in base.layers]
+        self.mlp_norms = [self._norm(layer.post_attention_layernorm.weight, config) for layer in base.layers]
+        self.final_norm = self._norm(base.norm.weight, config)
+
+    @staticmethod
+    def _norm(weight: nn.Parameter, config) -> RMSNorm:
+        norm = RMSNorm(weight.shape[0], eps=config.rms_norm_eps)
+        norm.weight = weight
+        return norm
 
     def new_cache(self) -> KVCache:
         return KVCache(self.n_layers)
-
-    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
-
-    def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Rotate ``x`` ``(B, H, T, d)`` by its positions ``(T,)`` (the rotate-half layout)."""
-        angles = positions[:, None].float() * self.inv_freq[None, :]  # (T, d/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (T, d): halves rotate together
-        first, second = x.chunk(2, dim=-1)
-        rotated_half = torch.cat([-second, first], dim=-1)
-        return x * angles.cos() + rotated_half * angles.sin()
 
     @torch.no_grad()
     def forward(
@@ -168,11 +141,12 @@ class ScratchLlama:
         allowed = torch.ones(T, past + T, dtype=torch.bool).tril(diagonal=past)  # (T, T_all)
         for index, layer in enumerate(base.layers):
             attn = layer.self_attn
-            h = self._rms_norm(x, layer.input_layernorm.weight)  # (B, T, C)
+            h = self.attn_norms[index](x)  # (B, T, C)
             q = (h @ attn.q_proj.weight.T).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
             k = (h @ attn.k_proj.weight.T).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
             v = (h @ attn.v_proj.weight.T).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            q, k = self._rope(q, positions), self._rope(k, positions)  # (B, H, T, d), (B, Hkv, T, d)
+            q = apply_rope(q, positions, self.rope_base)  # (B, H, T, d)
+            k = apply_rope(k, positions, self.rope_base)  # (B, Hkv, T, d)
             if cache is not None:
                 k, v = cache.append(index, k, v)  # (B, Hkv, T_all, d): past + new positions
             # GQA: query head h reads KV head h // group -> repeat each KV head `group` times.
@@ -183,13 +157,13 @@ class ScratchLlama:
             out = scores.softmax(dim=-1) @ v  # (B, H, T, d)
             out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
             x = x + out @ attn.o_proj.weight.T  # residual
-            h = self._rms_norm(x, layer.post_attention_layernorm.weight)
+            h = self.mlp_norms[index](x)
             mlp = layer.mlp
             gated = nn.functional.silu(h @ mlp.gate_proj.weight.T) * (h @ mlp.up_proj.weight.T)
             x = x + gated @ mlp.down_proj.weight.T  # residual
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
-        x = self._rms_norm(x, base.norm.weight)
+        x = self.final_norm(x)
         return x @ self.model.lm_head.weight.T  # (B, T, vocab)
 
     __call__ = forward

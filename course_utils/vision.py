@@ -1,4 +1,4 @@
-"""An image becomes tokens (notebook 08): a ViT patch embedding from scratch.
+"""Used in notebook 08: an image becomes tokens, a ViT patch embedding from scratch.
 
 The image is cut into non-overlapping ``patch × patch`` squares; each square is flattened
 and projected to ``d_model`` by one shared linear map; a learned ``[CLS]`` vector is put in

@@ -1,4 +1,4 @@
-"""Copy real attention weights into the scratch ``MultiHeadAttention`` (notebooks 05–06).
+"""Used in notebooks 05, 06: copy real attention weights into the scratch ``MultiHeadAttention``.
 
 Three sources, one target:
 
@@ -19,6 +19,9 @@ import torch
 from torch import nn
 
 from course_utils.attention import MultiHeadAttention
+
+# The KV-cache byte count lives in kv_cache.py; re-exported for the old import path.
+from course_utils.kv_cache import kv_cache_bytes  # noqa: F401
 
 
 def _copy_linear(source: nn.Linear, target: nn.Linear) -> None:
@@ -110,25 +113,3 @@ def mha_from_llama(attention: nn.Module, config) -> MultiHeadAttention:
     ):
         _copy_linear(source, target)
     return mha.eval()
-
-
-def kv_cache_bytes(
-    seq_len: int,
-    num_layers: int,
-    num_kv_heads: int,
-    head_dim: int,
-    bytes_per_value: int = 2,
-    batch: int = 1,
-) -> int:
-    """Bytes a KV cache holds: K and V, per layer, per KV head, per position, per dim.
-
-    ``2 * num_layers * num_kv_heads * head_dim * seq_len * batch * bytes_per_value``
-    (2 bytes for fp16/bf16, 4 for fp32). Query heads do not count: only K and V are cached.
-    """
-    for name, value in (
-        ("seq_len", seq_len), ("num_layers", num_layers), ("num_kv_heads", num_kv_heads),
-        ("head_dim", head_dim), ("bytes_per_value", bytes_per_value), ("batch", batch),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return 2 * num_layers * num_kv_heads * head_dim * seq_len * batch * bytes_per_value

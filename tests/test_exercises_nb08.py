@@ -36,16 +36,16 @@ def test_llama_param_count_reference_equals_the_meta_device_count():
 
 
 def test_kv_cache_bytes_diagnoses_typical_mistakes():
-    def only_keys(config, seq_len, batch_size=1, bytes_per_value=4):
-        return solutions.kv_cache_bytes(config, seq_len, batch_size, bytes_per_value) // 2
+    def only_keys(config, seq_len, batch=1, bytes_per_value=4):
+        return solutions.kv_cache_bytes(config, seq_len, batch, bytes_per_value) // 2
 
-    def query_heads(config, seq_len, batch_size=1, bytes_per_value=4):
+    def query_heads(config, seq_len, batch=1, bytes_per_value=4):
         head_dim = config.head_dim or config.hidden_size // config.num_attention_heads
-        return (2 * config.num_hidden_layers * batch_size * config.num_attention_heads * seq_len
+        return (2 * config.num_hidden_layers * batch * config.num_attention_heads * seq_len
                 * head_dim * bytes_per_value)
 
-    def one_layer(config, seq_len, batch_size=1, bytes_per_value=4):
-        return solutions.kv_cache_bytes(config, seq_len, batch_size, bytes_per_value) // config.num_hidden_layers
+    def one_layer(config, seq_len, batch=1, bytes_per_value=4):
+        return solutions.kv_cache_bytes(config, seq_len, batch, bytes_per_value) // config.num_hidden_layers
 
     for wrong, words in ((only_keys, "keys AND values"), (query_heads, "num_key_value_heads"),
                          (one_layer, "every layer")):

@@ -21,13 +21,9 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from course_utils.generation import (
-    KVCache,
-    ScratchLlama,
-    greedy_generate,
-    scratch_greedy,
-)
-from course_utils.solutions.nb08 import kv_cache_bytes, llama_param_count
+from course_utils.generation import ScratchLlama, greedy_generate, scratch_greedy
+from course_utils.kv_cache import KVCache, kv_cache_bytes
+from course_utils.solutions.nb08 import llama_param_count
 
 EOS = 2
 
@@ -122,6 +118,32 @@ def test_kv_cache_memory_matches_the_formula(model, prompt):
     cache = scratch.new_cache()
     scratch(prompt, cache)
     assert cache.nbytes() == kv_cache_bytes(model.config, prompt.shape[1]) == 2 * 2 * 2 * 7 * 8 * 4
+    cache.reorder(torch.tensor([0, 0, 0]))  # beam search: three beams share one parent
+    assert cache.length == 7 and cache.nbytes() == kv_cache_bytes(model.config, 7, batch=3)
+
+
+def test_kv_cache_bytes_reads_any_config_and_refuses_bad_values(model):
+    from types import SimpleNamespace
+
+    # Fallbacks: no num_key_value_heads -> every head is cached; no head_dim -> hidden // heads.
+    plain = SimpleNamespace(num_hidden_layers=3, num_attention_heads=4, hidden_size=32)
+    assert kv_cache_bytes(plain, 10) == 2 * 3 * 4 * 10 * 8 * 4
+    assert kv_cache_bytes(plain, 10, bytes_per_value=2) * 2 == kv_cache_bytes(plain, 10)
+    assert kv_cache_bytes(model.config, 5) * 3 == kv_cache_bytes(model.config, 5 * 3)  # linear in T
+    # Grouped-query attention: SmolLM2's 3 KV heads of 9 cost a third of full multi-head.
+    from transformers import LlamaConfig as Config
+
+    smol = Config(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                  hidden_size=576, head_dim=64)
+    full = Config(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=9,
+                  hidden_size=576, head_dim=64)
+    assert kv_cache_bytes(smol, 1, bytes_per_value=2) == 23_040 and kv_cache_bytes(full, 2048) == 3 * kv_cache_bytes(smol, 2048)
+    for kwargs, name in (({"seq_len": 0}, "seq_len"), ({"seq_len": 4, "batch": 0}, "batch"),
+                         ({"seq_len": 4, "bytes_per_value": 1.5}, "bytes_per_value")):
+        with pytest.raises(ValueError, match=name):
+            kv_cache_bytes(model.config, **kwargs)
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        kv_cache_bytes(object(), 4)
 
 
 def test_bad_inputs_raise(model, prompt):
@@ -136,7 +158,7 @@ def test_bad_inputs_raise(model, prompt):
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=32))
     with pytest.raises(ValueError, match="model_type 'gpt2'"):
         ScratchLlama(gpt2)
-    with pytest.raises(ValueError, match="n_layers must be positive"):
+    with pytest.raises(ValueError, match="n_layers must be a positive integer, got 0"):
         KVCache(0)
 
 
@@ -210,3 +232,18 @@ def test_missing_named_model_says_what_to_do(tmp_path):
 
     with pytest.raises(ModelNotAvailableError, match="save_pretrained"):
         load_seq2seq(str(tmp_path / "nothing-here"))
+
+
+def test_time_decode_steps_times_both_paths_and_restores_the_cache(model, prompt):
+    from course_utils.kv_cache import decode_step_lower_bound, time_decode_steps
+
+    steps = time_decode_steps(ScratchLlama(model), prompt, [2, 5, 7], repeats=2)
+    assert [s.n for s in steps] == [2, 5, 7]
+    assert all(s.cached > 0 and s.uncached > 0 for s in steps)
+    with pytest.raises(ValueError, match="lengths"):
+        time_decode_steps(ScratchLlama(model), prompt, [8])
+    with pytest.raises(ValueError, match="repeats"):
+        time_decode_steps(ScratchLlama(model), prompt, [3], repeats=0)
+    assert decode_step_lower_bound(10**9, 0, 10**10) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="bandwidth"):
+        decode_step_lower_bound(10**9, 0, float("nan"))

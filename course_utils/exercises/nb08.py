@@ -24,10 +24,10 @@ def _llama_configs() -> list[LlamaConfig]:
 
 
 def check_kv_cache_bytes(kv_cache_bytes: Callable[..., int]) -> CheckResult:
-    """``kv_cache_bytes(config, seq_len, batch_size=1, bytes_per_value=4)`` -> int bytes."""
+    """``kv_cache_bytes(config, seq_len, batch=1, bytes_per_value=4)`` -> int bytes."""
     configs = _llama_configs()
     cases = [((configs[0], 256), {}), ((configs[1], 4096), {"bytes_per_value": 2}),
-             ((configs[2], 10), {"batch_size": 3})]
+             ((configs[2], 10), {"batch": 3})]
 
     def diagnose(got, expected, args, kwargs):
         if not isinstance(got, int):
