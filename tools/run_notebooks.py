@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import logging
 import math
@@ -154,6 +155,54 @@ def _write_atomically(nb: nbformat.NotebookNode, target: Path) -> None:
             os.unlink(tmp)
 
 
+class _HeldStderr:
+    """What the kernel process wrote to the shared stderr during one run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.released = path, False
+
+    def release(self) -> None:
+        """Pass the held text on to the real stderr (once)."""
+        if not self.released and self.path.exists():
+            sys.stderr.write(self.path.read_text(errors="replace"))
+            sys.stderr.flush()
+        self.released = True
+
+
+@contextlib.contextmanager
+def _kernel_stderr_held():
+    """Hold the kernel's stderr (it inherits file descriptor 2) until the run's end.
+
+    A kernel shut down after a failed check cell can log ZMQ teardown noise; when the
+    failure is a ``ParameterError`` the one-line message is the whole story, so that noise
+    is dropped. Any other outcome passes the held text on unchanged.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.NamedTemporaryFile(prefix="course-kernel-stderr-", delete=False) as tmp:
+        path = Path(tmp.name)
+    held = _HeldStderr(path)
+    sink = open(path, "wb")  # noqa: SIM115 - closed below, after fd 2 is restored
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield held
+    except BaseException as error:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        if not is_parameter_error(error):
+            held.release()
+        raise
+    else:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        held.release()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sink.close()
+        path.unlink(missing_ok=True)
+
+
 def failed_path(output: Path) -> Path:
     """Where a failed run is kept: beside its output (``runs/`` for parameterised runs)."""
     return output.with_name(output.stem + ".FAILED.ipynb")
@@ -165,7 +214,7 @@ def run_one(notebook: Path, output: Path, parameters: dict[str, object]) -> floa
     with tempfile.TemporaryDirectory(prefix="course-run-") as tmpdir:
         scratch = Path(tmpdir) / notebook.name
         try:
-            with FileLock(LOCK):
+            with FileLock(LOCK), _kernel_stderr_held():
                 start = time.perf_counter()
                 papermill.execute_notebook(
                     str(notebook),
