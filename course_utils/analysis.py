@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course_utils.attention import MultiHeadAttention
@@ -591,19 +590,6 @@ def layer_ablation_effects(model: nn.Module, metric: Callable[[], float]) -> tor
             with skip_layers(model, [layer]):
                 effects.append(metric() - clean)
     return torch.tensor(effects)
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Sentence embeddings ``(B, d)``: the mean of ``(B, T, d)`` token vectors over real
-    tokens (how sentence-transformers pools all-MiniLM-L6-v2), L2-normalised."""
-    if hidden.dim() != 3 or attention_mask.shape != hidden.shape[:2]:
-        raise ValueError(
-            f"expected hidden (B, T, d) and attention_mask (B, T), got {tuple(hidden.shape)} "
-            f"and {tuple(attention_mask.shape)}"
-        )
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
-    return F.normalize(pooled, dim=-1)
 
 
 def word_token_index(tokenizer, text: str, word: str) -> int:

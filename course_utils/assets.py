@@ -1,5 +1,8 @@
 """Pinned third-party JavaScript, fetched once at set-up time into the ignored cache.
 
+Used in notebook 04 (through ``viz``'s offline bertviz views), by ``task run`` (which
+cuts inlined libraries out of saved outputs) and by ``task html`` (which puts them back).
+
 Offline figures (bertviz views, exported widget pages) need a few JavaScript libraries
 that would normally come from a CDN. None of them is committed: ``task setup`` (which runs
 ``python -m course_utils.prepare`` -> ``main()``) downloads each pinned npm package with

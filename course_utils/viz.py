@@ -1,4 +1,8 @@
-"""Figures: one style for the course, labelled heatmaps, attention views, offline bertviz."""
+"""Figures: one style for the course, labelled heatmaps, attention views, offline bertviz.
+
+Used in notebooks 00–12 (``setup_plots``, ``heatmap``); the attention widget and the
+bertviz views in 04.
+"""
 
 from __future__ import annotations
 

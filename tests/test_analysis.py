@@ -26,7 +26,6 @@ from course_utils.analysis import (
     key_mass,
     layer_ablation_effects,
     mean_distance,
-    mean_pool,
     offset_score,
     prefix_matching_score,
     previous_token_score,
@@ -241,10 +240,7 @@ def test_skip_layers_and_effects():
     assert layer_effects.shape == (2,) and (layer_effects > 0).all()
 
 
-def test_mean_pool_and_preference():
-    hidden = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]])
-    pooled = mean_pool(hidden, torch.tensor([[1, 1, 0]]))
-    assert torch.allclose(pooled, torch.tensor([[1.0, 0.0]]))
+def test_antecedent_preference():
     rows = torch.tensor([[0.5, 0.2, 0.3]])
     assert torch.allclose(antecedent_preference(rows, 0, 1), torch.tensor([0.3]))
 

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FILL_ENV = "COURSE_FILL_SOLUTIONS"
+# A checker diagnoses; it never prints a solution. ``hint`` (the exercise's own hint
+# text, kept beside its checker until the notebooks carry it in collapsed <details>
+# blocks) only decides whether the verdict points the learner to the hints.
+POINTER = "Stuck? Re-read the exercise above; a reference solution is in course_utils/solutions/."
 
 
 @dataclass
@@ -67,7 +71,7 @@ def run_check(
             result = CheckResult(
                 name, False, len(cases),
                 f"○ {name}: not attempted yet: fill in the function above, then re-run."
-                + (f"\n  Hint: {hint}" if hint else ""),
+                + (f"\n  {POINTER}" if hint else ""),
             )
             return _report(result, verbose)
         learner_fn, used_reference = reference_fn, True
@@ -94,7 +98,7 @@ def run_check(
             failures[:3]
         )
         if hint:
-            message += f"\n  Hint: {hint}"
+            message += f"\n  {POINTER}"
     return _report(CheckResult(name, passed, len(cases), message, used_reference, failures), verbose)
 
 
