@@ -18,7 +18,7 @@ The pieces, in pipeline order:
 - reranking: ``maxsim`` late interaction over MiniLM token vectors, as ``MaxSimReranker``.
 - evaluation: ``recall_at_k``, ``reciprocal_rank``, ``evaluate`` (recall@1/3/5, MRR; by
   passage id or by answer span) and ``recall_within_words`` (recall at a fixed prompt size).
-- generation: ``build_messages`` (passages with ids), ``generate`` (greedy, batched,
+- generation: ``build_messages`` (passages with ids), ``generate_answers`` (greedy, batched,
   SmolLM2's chat template), ``answer_matches`` (normalised containment).
 - strict grounding: ``sentence_support`` (the support test), ``strict_grounding``, and
   ``support_probes`` (sentences of known status to measure the test on).
@@ -846,7 +846,7 @@ class Generation:
 
 
 @torch.no_grad()
-def generate(
+def generate_answers(
     model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8
 ) -> list[Generation]:
     """Greedy answers for rendered prompts, several at a time (left padding).

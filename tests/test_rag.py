@@ -338,7 +338,7 @@ def test_generate_is_greedy_and_attention_shares_are_consistent(decoder, kb):
     model, tokenizer = decoder
     passages = kb[21:23]
     prompt = rag.render_prompt(tokenizer, rag.build_messages("Who introduced the LSTM?", passages))
-    (gen,) = rag.generate(model, tokenizer, [prompt], max_new_tokens=6)
+    (gen,) = rag.generate_answers(model, tokenizer, [prompt], max_new_tokens=6)
     # A hand-written greedy loop (argmax of the last logits) gives the same tokens.
     ids = torch.tensor([gen.prompt_ids])
     with torch.no_grad():
@@ -361,7 +361,7 @@ def test_leave_one_out_with_the_cache_equals_rerunning_the_shortened_prompt(deco
     model, tokenizer = decoder
     passages = [kb[21], kb[22], kb[25]]
     prompt = rag.render_prompt(tokenizer, rag.build_messages("Who introduced the LSTM?", passages))
-    (gen,) = rag.generate(model, tokenizer, [prompt], max_new_tokens=8)
+    (gen,) = rag.generate_answers(model, tokenizer, [prompt], max_new_tokens=8)
     result = rag.passage_attribution(model, tokenizer, gen, passages)
     shares = rag.passage_attention(model, tokenizer, gen, passages)
     np.testing.assert_allclose(result["mean"], shares["mean"], atol=1e-6)
