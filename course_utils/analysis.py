@@ -1,4 +1,4 @@
-"""What attention heads do, measured. Used in notebooks 04, 05, 11, 12.
+"""Used in notebooks 04, 05, 11, 12: what attention heads do, measured.
 
 Conventions: an attention map is a tensor ``(..., T, T)`` of weights, rows = queries, columns
 = keys, each row summing to 1 (or 0 for a fully masked row). Leading dims are free: one
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from course_utils.attention import MultiHeadAttention
-from course_utils.masks import causal_mask
+from course_utils.blocks import CausalLM, TransformerConfig
 
 # ----------------------------------------------------------------------------------------
 # input checks
@@ -428,7 +428,9 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
     base = getattr(model, "base_model", model)
     if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
         return base.encoder.layer
-    for owner in (base, getattr(base, "encoder", None), getattr(base, "model", None)):
+    owners = (base, getattr(base, "encoder", None), getattr(base, "model", None),
+              getattr(base, "transformer", None))
+    for owner in owners:
         for name in ("layers", "blocks"):
             found = getattr(owner, name, None) if owner is not None else None
             if isinstance(found, nn.ModuleList):
@@ -694,6 +696,9 @@ def repeated_half_mask(seq_len: int, first_start: torch.Tensor, block_len: torch
 
 @dataclass
 class AttentionOnlyConfig:
+    """The induction-head toy model's sizes (notebook 12); ``transformer_config()`` is the
+    equivalent ``blocks.TransformerConfig(attention_only=True, ...)``."""
+
     vocab_size: int = 64
     seq_len: int = 48
     d_model: int = 64
@@ -705,54 +710,33 @@ class AttentionOnlyConfig:
         if self.positions not in ("learned", "rope"):
             raise ValueError(f"positions must be 'learned' or 'rope', got {self.positions!r}")
 
-
-class AttentionOnlyBlock(nn.Module):
-    """x + attention(LayerNorm(x)): a pre-norm block with no MLP."""
-
-    def __init__(self, config: AttentionOnlyConfig) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(config.d_model)
-        rope_base = 10000.0 if config.positions == "rope" else None
-        self.attn = MultiHeadAttention(config.d_model, config.num_heads, rope_base=rope_base)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, weights = self.attn(self.norm(x), mask=mask)  # (B, T, C), (B, H, T, T)
-        return x + out, weights
-
-
-class AttentionOnlyTransformer(nn.Module):
-    """A causal, attention-only decoder: embeddings + learned positions, pre-norm
-    attention blocks without MLPs, a final LayerNorm and an unembedding. Forward returns
-    logits ``(B, T, V)``; ``forward_with_attention`` also returns each layer's
-    ``(B, H, T, T)`` weights."""
-
-    def __init__(self, config: AttentionOnlyConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.position_embedding = (
-            nn.Embedding(config.seq_len, config.d_model) if config.positions == "learned" else None
+    def transformer_config(self) -> TransformerConfig:
+        """Causal, pre-norm, attention-only blocks, a final LayerNorm, PyTorch's default
+        initialisation (the toy model trains from it)."""
+        return TransformerConfig(
+            vocab_size=self.vocab_size, max_seq_len=self.seq_len, d_model=self.d_model,
+            num_heads=self.num_heads, num_layers=self.num_layers, causal=True,
+            norm_first=True, final_norm=True, attention_only=True, positional=self.positions,
+            init="torch",
         )
-        self.layers = nn.ModuleList(AttentionOnlyBlock(config) for _ in range(config.num_layers))
-        self.norm = nn.LayerNorm(config.d_model)
-        self.unembed = nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+
+class AttentionOnlyTransformer(CausalLM):
+    """A causal, attention-only decoder: ``blocks.CausalLM`` with ``attention_only=True``
+    (embeddings + learned positions or RoPE, pre-norm attention blocks without MLPs, a
+    final LayerNorm, an untied unembedding). Forward returns logits ``(B, T, V)``;
+    ``forward_with_attention`` also returns each layer's ``(B, H, T, T)`` weights."""
+
+    def __init__(self, config: AttentionOnlyConfig) -> None:
+        super().__init__(config.transformer_config(), tie_weights=False)
+        self.toy_config = config
 
     def forward_with_attention(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if tokens.dim() != 2 or tokens.shape[1] > self.config.seq_len:
+        if tokens.dim() != 2 or tokens.shape[1] > self.toy_config.seq_len:
             raise ValueError(
-                f"tokens must be (B, T) with T <= {self.config.seq_len}, got {tuple(tokens.shape)}"
+                f"tokens must be (B, T) with T <= {self.toy_config.seq_len}, got {tuple(tokens.shape)}"
             )
-        seq_len = tokens.shape[1]
-        positions = torch.arange(seq_len, device=tokens.device)
-        x = self.token_embedding(tokens)  # (B, T, C)
-        if self.position_embedding is not None:
-            x = x + self.position_embedding(positions)
-        mask = causal_mask(seq_len, device=tokens.device)  # (T, T)
-        maps = []
-        for layer in self.layers:
-            x, weights = layer(x, mask)
-            maps.append(weights)
-        return self.unembed(self.norm(x)), maps  # (B, T, V)
+        return super().forward_with_attention(tokens)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.forward_with_attention(tokens)[0]

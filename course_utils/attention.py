@@ -1,4 +1,4 @@
-"""Attention from scratch (notebooks 04–05): softmax(Q Kᵀ / √d) V, then many heads.
+"""Used in notebooks 04, 05, 06, 10: attention from scratch, softmax(Q Kᵀ / √d) V, then many heads.
 
 Masks are boolean, **True = may attend** (see ``course_utils.masks``). A query whose keys
 are all masked gets all-zero weights and a zero output, never NaN.
@@ -88,9 +88,20 @@ def scaled_dot_product_attention(
     attend) broadcastable to ``(..., Tq, Tk)``. Returns output ``(..., Tq, dv)`` and weights
     ``(..., Tq, Tk)`` whose rows sum to 1 — or are all 0 for a fully masked query row.
     """
+    out, weights, _ = _attention_with_scores(q, k, v, mask)
+    return out, weights
+
+
+def _attention_with_scores(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``scaled_dot_product_attention`` that also returns the scores q kᵀ/√d before the
+    mask ``(..., Tq, Tk)``: the one implementation, shared with ``MultiHeadAttention``'s
+    ``return_states``."""
     _check_tensors(q=q, k=k, v=v)
     _check_qkv(q.shape, k.shape, v.shape)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Tq, Tk)
+    masked = scores
     if mask is not None:
         mask = torch.as_tensor(mask, device=scores.device)
         if mask.dtype != torch.bool:
@@ -99,12 +110,12 @@ def scaled_dot_product_attention(
                 "for a 1/0 mask use mask.bool()"
             )
         _check_mask_shape(mask.shape, scores.shape)
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
+        masked = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(masked, dim=-1)
     if mask is not None:
         # A row with every key masked is softmax(-inf, ..., -inf) = NaN: define it as 0.
         weights = torch.nan_to_num(weights, nan=0.0)
-    return weights @ v, weights
+    return weights @ v, weights, scores
 
 
 def scaled_dot_product_attention_numpy(
@@ -199,13 +210,20 @@ class MultiHeadAttention(nn.Module):
         context: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return_states: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, dict]:
         """Self-attention on x, or cross-attention from x to ``context``.
 
         x ``(B, Tq, d_model)``; context ``(B, Tk, d_model)`` (default x); mask boolean,
         broadcastable to ``(B, H, Tq, Tk)``; positions ``(Tq,)``/``(B, Tq)`` for RoPE (default
         0..T-1, self-attention only). Returns output ``(B, Tq, d_model)`` and weights
         ``(B, H, Tq, Tk)``.
+
+        ``return_states=True`` returns ``(out, weights, states)``, states (in computation
+        order): ``q``, ``k``, ``v`` ``(B, H, T, d_head)`` (after RoPE if any; K/V already
+        repeated for grouped-query), ``scores`` ``(B, H, Tq, Tk)`` = q kᵀ/√d before the
+        mask, ``attn_weights``, ``context`` ``(B, Tq, H·d_head)`` (heads concatenated,
+        before W_O) and ``attn_out`` (= out). Same code path as the plain call.
         """
         weight_dtype = self.q_proj.weight.dtype
         for name, value in (("x", x), ("context", context)):
@@ -242,6 +260,11 @@ class MultiHeadAttention(nn.Module):
         if group > 1:  # query head h reads KV head h // group
             k = k.repeat_interleave(group, dim=1)  # (B, H, Tk, d)
             v = v.repeat_interleave(group, dim=1)
-        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, Tq, d)
-        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, Tq, H*d)
-        return self.out_proj(out), weights
+        heads, weights, scores = _attention_with_scores(q, k, v, mask)  # (B, H, Tq, d)
+        context = heads.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, Tq, H*d)
+        out = self.out_proj(context)  # (B, Tq, d_model)
+        if not return_states:
+            return out, weights
+        states = {"q": q, "k": k, "v": v, "scores": scores, "attn_weights": weights,
+                  "context": context, "attn_out": out}
+        return out, weights, states

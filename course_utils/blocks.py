@@ -1,45 +1,53 @@
-"""A whole transformer from scratch (notebook 07), in the style of nanoGPT's model.py.
+"""Used in notebooks 07, 12: a whole transformer from scratch, in the style of nanoGPT's model.py.
 
 One config dataclass, small named modules, every intermediate state available::
 
     TransformerConfig   sizes and architecture switches (validated on creation)
     LayerNorm, RMSNorm  normalisation from scratch (= torch.nn.LayerNorm / torch.nn.RMSNorm)
     FeedForward         up-projection -> activation (or SwiGLU gate) -> down-projection
-    EncoderBlock        attention + FFN sublayers, each with a residual and a norm;
+    Block               attention (+ FFN) sublayers, each with a residual and a norm;
                         post-norm (2017 paper, BERT) or pre-norm (GPT, Llama)
-    Encoder             token (+ token-type) embeddings + positions + blocks (+ final norm)
+    Transformer         the body: token (+ token-type) embeddings + positions + blocks
+                        (+ final norm); (B, T) ids -> (B, T, C). An encoder (BERT) as is,
+                        a decoder body with ``causal=True``
+    CausalLM            a causal Transformer + a linear LM head (optionally tied to the
+                        token embeddings, as GPT-2 and SmolLM2): (B, T) ids -> (B, T, V)
+
+The same family covers every model of the course: BERT/MiniLM (``Transformer``,
+post-norm), GPT-2 and Llama-style decoders (``CausalLM``, pre-norm, ``positional="rope"``,
+``norm="rmsnorm"``, ``activation="swiglu"``), and the attention-only toy model of the
+induction-head experiment (``attention_only=True``). The older names ``Encoder`` and
+``EncoderBlock`` still import (aliases of ``Transformer`` and ``Block``).
 
 Attention is ``course_utils.attention.MultiHeadAttention`` (masks boolean, **True = may
 attend**; see ``course_utils.masks``); positions come from ``course_utils.positional``.
 
-**Proofs.** ``Encoder.from_bert(bert_model)`` copies a transformers ``BertModel`` (e.g. the
-bundled MiniLM) into a scratch ``Encoder`` whose outputs equal ``last_hidden_state``;
-``copy_torch_encoder_layer`` copies a ``torch.nn.TransformerEncoderLayer`` into an
-``EncoderBlock`` (both norm orders). ``tests/test_blocks.py`` pins both.
+**Proofs.** ``Transformer.from_bert(bert_model)`` copies a transformers ``BertModel`` (e.g.
+the bundled MiniLM) into a scratch ``Transformer`` whose outputs equal
+``last_hidden_state``; ``course_utils.weights`` copies other families and a
+``torch.nn.TransformerEncoderLayer`` into a ``Block`` (both norm orders).
+``tests/test_blocks.py`` pins them.
 
 **Intermediate states.** ``block(x, return_states=True)`` returns ``(y, states)`` where
 ``states`` is an ordered dict of named stage tensors in computation order (``"q"``,
-``"scores"``, ``"attn_weights"``, ``"attn_out"``, ``"ffn_up"`` …, see ``EncoderBlock``);
-``encoder(ids, return_states=True)`` returns ``(hidden, states)`` with the embedding
+``"scores"``, ``"attn_weights"``, ``"attn_out"``, ``"ffn_up"`` …, see ``Block``);
+``model(ids, return_states=True)`` returns ``(hidden, states)`` with the embedding
 stages, ``states["layers"]`` (one block dict per layer) and ``states["hidden_states"]``
 (embeddings output + every layer's output, like transformers' ``hidden_states``).
 
-**A decoder-only language model (GPT, Llama) is this encoder made causal and pre-norm,
-plus a linear head**::
+**A decoder-only language model (GPT, Llama)**::
 
     config = TransformerConfig(vocab_size=V, max_seq_len=64, d_model=128, num_heads=4,
                                num_layers=2, causal=True, norm_first=True,
                                positional="learned")        # or "rope" (Llama), "sinusoidal"
-    body = Encoder(config)                                   # (B, T) ids -> (B, T, C)
-    lm_head = nn.Linear(config.d_model, V, bias=False)
-    lm_head.weight = body.token_emb.weight                   # optional weight tying (GPT-2)
-    logits = lm_head(body(ids))                              # (B, T, V); next-token loss:
+    model = CausalLM(config, tie_weights=True)               # GPT-2 ties lm_head to token_emb
+    logits = model(ids)                                      # (B, T, V); next-token loss:
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
 
 ``causal=True`` makes every block add the causal mask itself, so position t never sees
-t+1.. (tested). ``Encoder`` initialises its weights GPT-2 style (normal, std 0.02; residual
-output projections scaled by 1/sqrt(2 * num_layers)) so it trains from scratch;
-``from_bert`` then overwrites them with pretrained weights.
+t+1.. (tested). With ``init="gpt2"`` (default) weights start GPT-2 style (normal, std
+0.02; residual output projections scaled by 1/sqrt(2 * num_layers)) so the model trains
+from scratch; ``from_bert`` then overwrites them with pretrained weights.
 """
 
 from __future__ import annotations
@@ -54,11 +62,12 @@ from torch import nn
 
 from course_utils.attention import MultiHeadAttention
 from course_utils.masks import causal_mask, combine, padding_mask
-from course_utils.positional import apply_rope, sinusoidal_encoding
+from course_utils.positional import sinusoidal_encoding
 
 NORMS = ("layernorm", "rmsnorm", "none")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "swiglu")
 POSITIONALS = ("learned", "sinusoidal", "rope", "none")
+INITS = ("gpt2", "torch")
 
 States = dict[str, torch.Tensor]
 
@@ -66,7 +75,12 @@ States = dict[str, torch.Tensor]
 # --------------------------------------------------------------------------- config
 @dataclass
 class TransformerConfig:
-    """Every size and switch of the model. Defaults are all-MiniLM-L6-v2 (a small BERT).
+    """Every size and switch of the model.
+
+    The defaults are neutral (a small post-norm encoder with torch's LayerNorm eps 1e-5);
+    a real model's values come with it: ``TransformerConfig.from_bert(hf_config)`` (or
+    ``course_utils.weights.encoder_config(model)`` for any supported family), and
+    ``TransformerConfig.minilm()`` for the bundled all-MiniLM-L6-v2 (eps 1e-12).
 
     - ``norm_first``: False = post-norm ``x = norm(x + sublayer(x))`` (2017 paper, BERT);
       True = pre-norm ``x = x + sublayer(norm(x))`` (GPT-2, Llama), which also adds a final
@@ -83,6 +97,10 @@ class TransformerConfig:
       notebook 07: such a stack trains badly, which is the point).
     - ``dropout``: on the embeddings and on each sublayer's output before the residual add
       (not on the attention weights: ``MultiHeadAttention`` has no attention dropout).
+    - ``attention_only``: blocks without the FFN sublayer (the induction-head toy model of
+      notebook 12, ``analysis.AttentionOnlyTransformer``).
+    - ``init``: ``"gpt2"`` (normal, std 0.02; residual output projections scaled by
+      1/sqrt(2L)) or ``"torch"`` (each layer's own PyTorch default initialisation).
     """
 
     vocab_size: int = 30522
@@ -95,7 +113,7 @@ class TransformerConfig:
     norm_first: bool = False
     norm: str = "layernorm"
     activation: str = "gelu"
-    eps: float = 1e-12
+    eps: float = 1e-5
     bias: bool = True
     dropout: float = 0.0
     causal: bool = False
@@ -105,6 +123,8 @@ class TransformerConfig:
     embedding_norm: bool = False
     final_norm: bool | None = None  # None -> norm_first
     residual: bool = True
+    attention_only: bool = False
+    init: str = "gpt2"
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -134,6 +154,7 @@ class TransformerConfig:
             ("norm", NORMS),
             ("activation", ACTIVATIONS),
             ("positional", POSITIONALS),
+            ("init", INITS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -155,6 +176,14 @@ class TransformerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def minilm(cls) -> TransformerConfig:
+        """all-MiniLM-L6-v2, the course's bundled encoder (a 6-layer post-norm BERT): the
+        values of its ``config.json`` (``from_bert(load_encoder().config)`` gives the same)."""
+        return cls(vocab_size=30522, max_seq_len=512, d_model=384, num_heads=12, num_layers=6,
+                   d_ff=1536, norm_first=False, activation="gelu", eps=1e-12,
+                   type_vocab_size=2, embedding_norm=True, final_norm=False)
 
     @classmethod
     def from_bert(cls, hf_config) -> TransformerConfig:
@@ -300,43 +329,17 @@ def attention_states(
     mask: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, States]:
-    """``attn(x, mask=mask)`` computed stage by stage, keeping every stage.
-
-    Same arithmetic as ``MultiHeadAttention.forward`` (tests check the outputs are equal).
-    Returns ``(out (B, T, C), weights (B, H, T, T), states)`` with states ``q``, ``k``, ``v``
-    ``(B, H, T, d_head)`` (after RoPE if any; K/V already repeated for grouped-query),
-    ``scores`` ``(B, H, T, T)`` = q kᵀ/√d before masking, ``attn_weights`` (softmax, masked),
-    ``context`` ``(B, T, C)`` (heads concatenated, before W_O) and ``attn_out`` (after W_O).
-    """
+    """``attn(x, mask=mask, positions=positions, return_states=True)``: ``(out (B, T, C),
+    weights (B, H, T, T), states)``, the stages ``q``, ``k``, ``v``, ``scores``,
+    ``attn_weights``, ``context``, ``attn_out`` (see ``MultiHeadAttention.forward``)."""
     if x.dim() != 3 or x.shape[-1] != attn.d_model:
         raise ValueError(f"x must have shape (batch, seq_len, {attn.d_model}), got {tuple(x.shape)}")
-    batch, seq_len, _ = x.shape
-    q = attn.split_heads(attn.q_proj(x), attn.num_heads)  # (B, H, T, d)
-    k = attn.split_heads(attn.k_proj(x), attn.num_kv_heads)  # (B, Hkv, T, d)
-    v = attn.split_heads(attn.v_proj(x), attn.num_kv_heads)  # (B, Hkv, T, d)
-    if attn.rope_base is not None:
-        positions = torch.arange(seq_len, device=x.device) if positions is None else positions
-        q = apply_rope(q, positions, attn.rope_base)
-        k = apply_rope(k, positions, attn.rope_base)
-    group = attn.num_heads // attn.num_kv_heads
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)  # (B, H, T, d)
-        v = v.repeat_interleave(group, dim=1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, T)
-    masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(masked, dim=-1)
-    if mask is not None:
-        weights = torch.nan_to_num(weights, nan=0.0)  # fully masked rows -> 0, as attention.py
-    context = (weights @ v).transpose(1, 2).reshape(batch, seq_len, -1)  # (B, T, H*d)
-    out = attn.out_proj(context)  # (B, T, C)
-    states: States = OrderedDict(
-        q=q, k=k, v=v, scores=scores, attn_weights=weights, context=context, attn_out=out
-    )
-    return out, weights, states
+    out, weights, states = attn(x, mask=mask, positions=positions, return_states=True)
+    return out, weights, OrderedDict(states)
 
 
 # --------------------------------------------------------------------------- block
-class EncoderBlock(nn.Module):
+class Block(nn.Module):
     """One transformer block: self-attention then FFN, each with a residual and a norm.
 
     post-norm (``norm_first=False``; 2017 paper, BERT)::
@@ -366,8 +369,9 @@ class EncoderBlock(nn.Module):
             rope_base=config.rope_base if config.positional == "rope" else None,
         )
         self.attn_norm = make_norm(config)
-        self.ffn = FeedForward(config)
-        self.ffn_norm = make_norm(config)
+        # attention_only: no FFN sublayer (None, so no parameters and nothing to call)
+        self.ffn = None if config.attention_only else FeedForward(config)
+        self.ffn_norm = None if config.attention_only else make_norm(config)
         self.dropout = nn.Dropout(config.dropout)
 
     def _mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -424,16 +428,18 @@ class EncoderBlock(nn.Module):
             h = record("attn_norm", self.attn_norm(x))
             a = self.dropout(self._attend(h, mask, positions, states))
             x = record("attn_residual", x + a if keep else a)
-            h = record("ffn_norm", self.ffn_norm(x))
-            f = self.dropout(self._feed_forward(h, states))
-            x = record("ffn_residual", x + f if keep else f)
+            if self.ffn is not None:
+                h = record("ffn_norm", self.ffn_norm(x))
+                f = self.dropout(self._feed_forward(h, states))
+                x = record("ffn_residual", x + f if keep else f)
         else:
             a = self.dropout(self._attend(x, mask, positions, states))
             x = self.attn_norm(record("attn_residual", x + a if keep else a))
             record("attn_norm", x)
-            f = self.dropout(self._feed_forward(x, states))
-            x = self.ffn_norm(record("ffn_residual", x + f if keep else f))
-            record("ffn_norm", x)
+            if self.ffn is not None:
+                f = self.dropout(self._feed_forward(x, states))
+                x = self.ffn_norm(record("ffn_residual", x + f if keep else f))
+                record("ffn_norm", x)
         if states is None:
             return x
         states["output"] = x
@@ -441,7 +447,7 @@ class EncoderBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------- encoder
-class Encoder(nn.Module):
+class Transformer(nn.Module):
     """Token embeddings (+ token types) + positions -> blocks -> (final norm if pre-norm).
 
     ``forward(input_ids (B, T), attention_mask (B, T) 1/0) -> (B, T, C)``. Modules:
@@ -469,14 +475,10 @@ class Encoder(nn.Module):
         )
         self.emb_norm = make_norm(config) if config.embedding_norm else None
         self.dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.final_norm = make_norm(config) if config.final_norm else None
-        self.apply(init_weights)
-        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2L),
-        # so the stream's variance does not grow with depth at initialisation.
-        for block in self.blocks:
-            for proj in (block.attn.out_proj, block.ffn.down_proj):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.num_layers))
+        if config.init == "gpt2":
+            init_gpt2(self)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         params = sum(p.numel() for p in self.parameters())
@@ -533,7 +535,7 @@ class Encoder(nn.Module):
 
         Returns hidden states ``(B, T, C)``, or ``(hidden, states)`` with ``return_states``:
         states holds the embedding stages, ``layers`` (one dict per block, see
-        ``EncoderBlock``), ``hidden_states`` (L + 1 tensors: embeddings output, then each
+        ``Block``), ``hidden_states`` (L + 1 tensors: embeddings output, then each
         block's output) and ``final_norm`` when there is one.
         """
         input_ids = torch.as_tensor(input_ids)
@@ -579,11 +581,64 @@ class Encoder(nn.Module):
         return x, states
 
     @classmethod
-    def from_bert(cls, bert) -> Encoder:
-        """A scratch ``Encoder`` holding a copy of a transformers ``BertModel``'s weights."""
-        encoder = cls(TransformerConfig.from_bert(bert.config))
-        load_bert_weights(encoder, bert)
-        return encoder.eval()
+    def from_bert(cls, bert) -> Transformer:
+        """A scratch ``Transformer`` holding a copy of a transformers ``BertModel``'s weights.
+
+        Any family ``course_utils.families`` supports works (DistilBERT, RoBERTa, GPT-2, …):
+        this is ``course_utils.weights.encoder_from_model``; for BERT the config equals
+        ``TransformerConfig.from_bert(bert.config)``.
+        """
+        from course_utils.weights import encoder_from_model
+
+        return encoder_from_model(bert)
+
+
+class CausalLM(nn.Module):
+    """A causal ``Transformer`` body plus a linear language-model head.
+
+    ``forward(input_ids (B, T)) -> logits (B, T, V)``; ``forward_with_attention`` also
+    returns each layer's attention weights ``(B, H, T, T)``. ``tie_weights=True`` shares
+    the head's weight with the token embedding (GPT-2, SmolLM2), so the output side reads
+    the same table the input side looks tokens up in. The config must be causal (else
+    every position could read the token it is asked to predict).
+    """
+
+    def __init__(self, config: TransformerConfig, tie_weights: bool = False) -> None:
+        super().__init__()
+        if not config.causal:
+            raise ValueError("CausalLM needs TransformerConfig(causal=True, ...): a "
+                             "language model must not see the tokens it predicts")
+        self.config, self.tie_weights = config, tie_weights
+        self.transformer = Transformer(config)  # (B, T) -> (B, T, C)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.init == "gpt2":
+            init_weights(self.lm_head)
+        if tie_weights:
+            self.lm_head.weight = self.transformer.token_emb.weight
+
+    def forward(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        """input_ids ``(B, T)`` (keyword arguments go to ``Transformer.forward``) ->
+        logits ``(B, T, V)``."""
+        return self.lm_head(self.transformer(input_ids, **kwargs))
+
+    def forward_with_attention(
+        self, input_ids: torch.Tensor, **kwargs
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(logits (B, T, V), [attention weights (B, H, T, T) per layer])``."""
+        hidden, states = self.transformer(input_ids, return_states=True, **kwargs)
+        return self.lm_head(hidden), [layer["attn_weights"] for layer in states["layers"]]
+
+
+def init_gpt2(model: nn.Module) -> None:
+    """GPT-2 initialisation of a ``Transformer`` (or ``CausalLM``) in place: ``init_weights``
+    on every module, then the projections that write into the residual stream scaled by
+    1/sqrt(2L), so the stream's variance does not grow with depth at initialisation."""
+    model.apply(init_weights)
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    for block in blocks:
+        for proj in (block.attn.out_proj, None if block.ffn is None else block.ffn.down_proj):
+            if proj is not None:
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * block.config.num_layers))
 
 
 def init_weights(module: nn.Module) -> None:
@@ -597,129 +652,18 @@ def init_weights(module: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------- weight loading
-def _copy(target: torch.Tensor, source: torch.Tensor, name: str) -> None:
-    if tuple(target.shape) != tuple(source.shape):
-        raise ValueError(
-            f"{name}: shape mismatch, scratch model has {tuple(target.shape)}, "
-            f"source has {tuple(source.shape)}"
-        )
-    with torch.no_grad():
-        target.copy_(source)
+# Copying real models' weights into these modules lives in course_utils.weights (one home for
+# "load real weights into our modules"). The old names still import from here, lazily.
+_MOVED_TO_WEIGHTS = ("_copy", "_copy_linear", "_copy_norm", "load_bert_weights",
+                     "config_from_torch_layer", "copy_torch_encoder_layer")
 
 
-def _copy_linear(target: nn.Linear, source: nn.Linear, name: str) -> None:
-    _copy(target.weight, source.weight, f"{name}.weight")
-    if (target.bias is None) != (source.bias is None):
-        raise ValueError(f"{name}: one of the two Linear layers has a bias and the other has not")
-    if target.bias is not None:
-        _copy(target.bias, source.bias, f"{name}.bias")
+def __getattr__(name: str):
+    if name in _MOVED_TO_WEIGHTS:
+        from course_utils import weights
 
-
-def _copy_norm(target: nn.Module, source: nn.Module, name: str) -> None:
-    if isinstance(target, nn.Identity):
-        raise ValueError(f"{name}: the scratch model has no norm here (norm='none')")
-    if isinstance(target, LayerNorm) and target.eps != source.eps:
-        raise ValueError(f"{name}: eps differs (scratch {target.eps}, source {source.eps})")
-    _copy(target.weight, source.weight, f"{name}.weight")
-    if getattr(target, "bias", None) is not None:
-        _copy(target.bias, source.bias, f"{name}.bias")
-
-
-def load_bert_weights(encoder: Encoder, bert) -> Encoder:
-    """Copy a transformers ``BertModel``'s weights into a scratch ``Encoder`` (in place).
-
-    The encoder's config must match the BERT config (``TransformerConfig.from_bert``).
-    The name map, BERT -> scratch::
-
-        embeddings.word_embeddings / position_embeddings / token_type_embeddings / LayerNorm
-            -> token_emb / pos_emb / type_emb / emb_norm
-        encoder.layer[i].attention.self.query / key / value  -> blocks[i].attn.q_proj / k_proj / v_proj
-        encoder.layer[i].attention.output.dense / LayerNorm  -> blocks[i].attn.out_proj / attn_norm
-        encoder.layer[i].intermediate.dense                  -> blocks[i].ffn.up_proj
-        encoder.layer[i].output.dense / LayerNorm            -> blocks[i].ffn.down_proj / ffn_norm
-
-    BERT's pooler is not part of the encoder and is not copied.
-    """
-    config = encoder.config
-    if config.norm_first or config.positional != "learned" or encoder.type_emb is None \
-            or encoder.emb_norm is None:
-        raise ValueError(
-            "a BERT copy needs a post-norm encoder with learned positions, token types and an "
-            "embedding norm: build it with Encoder(TransformerConfig.from_bert(bert.config))"
-        )
-    layers = bert.encoder.layer
-    if len(layers) != len(encoder.blocks):
-        raise ValueError(f"BERT has {len(layers)} layers, the scratch encoder {len(encoder.blocks)}")
-    emb = bert.embeddings
-    _copy(encoder.token_emb.weight, emb.word_embeddings.weight, "token_emb")
-    _copy(encoder.pos_emb.weight, emb.position_embeddings.weight, "pos_emb")
-    _copy(encoder.type_emb.weight, emb.token_type_embeddings.weight, "type_emb")
-    _copy_norm(encoder.emb_norm, emb.LayerNorm, "emb_norm")
-    for i, (block, layer) in enumerate(zip(encoder.blocks, layers, strict=True)):
-        attn = layer.attention
-        _copy_linear(block.attn.q_proj, attn.self.query, f"blocks.{i}.attn.q_proj")
-        _copy_linear(block.attn.k_proj, attn.self.key, f"blocks.{i}.attn.k_proj")
-        _copy_linear(block.attn.v_proj, attn.self.value, f"blocks.{i}.attn.v_proj")
-        _copy_linear(block.attn.out_proj, attn.output.dense, f"blocks.{i}.attn.out_proj")
-        _copy_norm(block.attn_norm, attn.output.LayerNorm, f"blocks.{i}.attn_norm")
-        _copy_linear(block.ffn.up_proj, layer.intermediate.dense, f"blocks.{i}.ffn.up_proj")
-        _copy_linear(block.ffn.down_proj, layer.output.dense, f"blocks.{i}.ffn.down_proj")
-        _copy_norm(block.ffn_norm, layer.output.LayerNorm, f"blocks.{i}.ffn_norm")
-    return encoder
-
-
-def config_from_torch_layer(layer: nn.TransformerEncoderLayer) -> TransformerConfig:
-    """The single-block config matching a ``torch.nn.TransformerEncoderLayer``."""
-    attn = layer.self_attn
-    act = layer.activation
-    if act is F.relu or isinstance(act, nn.ReLU):
-        activation = "relu"
-    elif act is F.gelu or isinstance(act, nn.GELU):
-        activation = "gelu"
-    else:
-        raise ValueError(f"unsupported activation {act!r}: expected relu or gelu")
-    return TransformerConfig(
-        d_model=attn.embed_dim,
-        num_heads=attn.num_heads,
-        num_layers=1,
-        d_ff=layer.linear1.out_features,
-        norm_first=layer.norm_first,
-        norm="layernorm",
-        activation=activation,
-        eps=layer.norm1.eps,
-        bias=layer.linear1.bias is not None,
-    )
-
-
-def copy_torch_encoder_layer(block: EncoderBlock, layer: nn.TransformerEncoderLayer) -> EncoderBlock:
-    """Copy a ``torch.nn.TransformerEncoderLayer`` into a scratch ``EncoderBlock`` (in place).
-
-    torch packs Q, K and V into one ``in_proj_weight`` ``(3C, C)``: rows ``[0, C)`` are W_Q,
-    ``[C, 2C)`` W_K, ``[2C, 3C)`` W_V. norm1 belongs to attention, norm2 to the FFN, in both
-    norm orders. Needs ``batch_first=True`` semantics on the torch side when you compare.
-    """
-    if block.config.norm_first != layer.norm_first:
-        raise ValueError(
-            f"norm order differs: block norm_first={block.config.norm_first}, "
-            f"torch layer norm_first={layer.norm_first}"
-        )
-    attn = layer.self_attn
-    d = attn.embed_dim
-    w_q, w_k, w_v = attn.in_proj_weight.split(d, dim=0)
-    _copy(block.attn.q_proj.weight, w_q, "attn.q_proj.weight")
-    _copy(block.attn.k_proj.weight, w_k, "attn.k_proj.weight")
-    _copy(block.attn.v_proj.weight, w_v, "attn.v_proj.weight")
-    if attn.in_proj_bias is not None:
-        b_q, b_k, b_v = attn.in_proj_bias.split(d)
-        _copy(block.attn.q_proj.bias, b_q, "attn.q_proj.bias")
-        _copy(block.attn.k_proj.bias, b_k, "attn.k_proj.bias")
-        _copy(block.attn.v_proj.bias, b_v, "attn.v_proj.bias")
-    _copy_linear(block.attn.out_proj, attn.out_proj, "attn.out_proj")
-    _copy_linear(block.ffn.up_proj, layer.linear1, "ffn.up_proj")
-    _copy_linear(block.ffn.down_proj, layer.linear2, "ffn.down_proj")
-    _copy_norm(block.attn_norm, layer.norm1, "attn_norm")
-    _copy_norm(block.ffn_norm, layer.norm2, "ffn_norm")
-    return block
+        return getattr(weights, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- accounting
@@ -735,7 +679,9 @@ def parameter_formula(config: TransformerConfig) -> dict[str, int]:
     d_kv = (config.num_kv_heads or config.num_heads) * config.head_dim
     b = 1 if config.bias else 0
     attention = (2 * c * c + 2 * c * d_kv) + b * (2 * c + 2 * d_kv)
-    if config.activation == "swiglu":
+    if config.attention_only:
+        ffn = 0
+    elif config.activation == "swiglu":
         ffn = 3 * c * f + b * (2 * f + c)
     else:
         ffn = 2 * c * f + b * (f + c)
@@ -748,15 +694,15 @@ def parameter_formula(config: TransformerConfig) -> dict[str, int]:
         "embeddings": embeddings,
         "attention": L * attention,
         "ffn": L * ffn,
-        "norms": L * 2 * norm
+        "norms": L * (1 if config.attention_only else 2) * norm
         + norm * (config.embedding_norm + bool(config.final_norm)),
     }
     counts["total"] = sum(counts.values())
     return counts
 
 
-def parameter_breakdown(encoder: Encoder) -> dict[str, int]:
-    """The same components as ``parameter_formula``, counted on a built ``Encoder``."""
+def parameter_breakdown(encoder: Transformer) -> dict[str, int]:
+    """The same components as ``parameter_formula``, counted on a built ``Transformer``."""
 
     def count(modules) -> int:
         return sum(p.numel() for m in modules if m is not None for p in m.parameters())
@@ -773,19 +719,24 @@ def parameter_breakdown(encoder: Encoder) -> dict[str, int]:
     return counts
 
 
+# The names notebooks and older code use (a body that is an encoder, or a decoder's body).
+Encoder = Transformer
+EncoderBlock = Block
+
 __all__ = [
     "TransformerConfig",
     "LayerNorm",
     "RMSNorm",
     "FeedForward",
+    "Block",
+    "Transformer",
+    "CausalLM",
     "EncoderBlock",
     "Encoder",
+    "init_gpt2",
     "attention_states",
     "make_norm",
     "init_weights",
-    "load_bert_weights",
-    "copy_torch_encoder_layer",
-    "config_from_torch_layer",
     "parameter_formula",
     "parameter_breakdown",
 ]

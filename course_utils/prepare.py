@@ -1,8 +1,9 @@
-"""``python -m course_utils.prepare``: make everything the notebooks load offline ready.
+"""Used by ``task setup``, for every notebook: ``python -m course_utils.prepare`` makes the bundled models ready offline.
 
-Verifies the bundled models, converts SmolLM2's GGUF once (cached), and fetches the
-third-party JavaScript that offline figures need into the ignored cache. Each step checks
-its cache first, so a second run takes seconds.
+Used by ``task setup`` (no notebook imports it). Verifies the bundled models and converts
+SmolLM2's GGUF once (cached); the offline JavaScript is fetched by ``tools/assets.py``,
+which ``tools/setup.sh`` runs next. Each step checks its cache first, so a second run
+takes seconds.
 """
 
 from __future__ import annotations
@@ -16,12 +17,6 @@ def main() -> None:
     start = time.perf_counter()
     models.encoder_dir()
     print(f"prepare: encoder verified; decoder cache verified: {models.prepare_decoder()}")
-    try:
-        from course_utils import assets
-    except ImportError:  # no offline JS assets defined yet
-        pass
-    else:
-        assets.main()
     print(f"prepare: done in {time.perf_counter() - start:.1f} s")
 
 

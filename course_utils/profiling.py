@@ -1,7 +1,7 @@
 """Used in notebook 07: where the time goes in a transformer's forward pass.
 
 - ``profile_model(model, inputs)``: per-layer, per-sublayer latency (attention, FFN, norms,
-  embeddings) of a scratch ``course_utils.blocks.Encoder``, a transformers ``BertModel`` or a
+  embeddings) of a scratch ``course_utils.blocks.Transformer`` (or ``CausalLM``), a transformers ``BertModel`` or a
   Llama-style model, measured with forward pre-/post-hooks and ``time.perf_counter``.
   ``detail=True`` splits attention into Q/K/V projections, the attention core (scores,
   softmax, weighted sum) and W_O, and the FFN into up, activation and down. Each block
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from course_utils.blocks import Encoder, EncoderBlock
+from course_utils.blocks import Block, CausalLM, Transformer
 from course_utils.measurement import time_call
 from course_utils.params import integer, positive_int
 
@@ -58,8 +58,8 @@ def _check_counts(warmup: int, repeats: int) -> None:
 
 # ----------------------------------------------------------------------------- module groups
 def _block_groups(block: nn.Module, layer: int, detail: bool) -> dict[Key, list[nn.Module]]:
-    """Sublayer -> modules, for a scratch EncoderBlock, a BertLayer or a Llama decoder layer."""
-    if isinstance(block, EncoderBlock):
+    """Sublayer -> modules, for a scratch Block, a BertLayer or a Llama decoder layer."""
+    if isinstance(block, Block):
         groups = {"block": [block], "attn_norm": [block.attn_norm], "attention": [block.attn],
                   "ffn_norm": [block.ffn_norm], "ffn": [block.ffn]}
         attn, ffn = block.attn, block.ffn
@@ -82,7 +82,7 @@ def _block_groups(block: nn.Module, layer: int, detail: bool) -> dict[Key, list[
     else:
         raise ValueError(
             f"don't know the sublayers of {type(block).__name__}: expected a scratch "
-            "EncoderBlock, a BertLayer or a Llama-style decoder layer"
+            "Block, a BertLayer or a Llama-style decoder layer"
         )
     if detail:
         groups.update(qkv_proj=qkv, out_proj=out, ffn_up=up, ffn_down=down)
@@ -97,9 +97,11 @@ def model_groups(model: nn.Module, detail: bool = False) -> dict[Key, list[nn.Mo
     ``ffn_up``, ``ffn_down`` with ``detail``) and ``(None, "final_norm")`` if present.
     """
     groups: dict[Key, list[nn.Module]] = {}
-    if isinstance(model, EncoderBlock):
+    if isinstance(model, Block):
         return _block_groups(model, 0, detail)
-    if isinstance(model, Encoder):
+    if isinstance(model, CausalLM):
+        model = model.transformer
+    if isinstance(model, Transformer):
         emb = [m for m in (model.token_emb, model.pos_emb, model.type_emb, model.emb_norm)
                if m is not None]
         blocks, final = model.blocks, model.final_norm
@@ -111,8 +113,8 @@ def model_groups(model: nn.Module, detail: bool = False) -> dict[Key, list[nn.Mo
             emb, blocks, final = [base.embed_tokens], base.layers, getattr(base, "norm", None)
         else:
             raise ValueError(
-                f"don't know the layers of {type(model).__name__}: expected a scratch Encoder "
-                "or EncoderBlock, a transformers BertModel or a Llama-style model"
+                f"don't know the layers of {type(model).__name__}: expected a scratch Transformer, "
+                "CausalLM or Block, a transformers BertModel or a Llama-style model"
             )
     groups[(None, "embeddings")] = emb
     for i, block in enumerate(blocks):
@@ -306,7 +308,7 @@ class SweepPoint:
 
 
 def length_sweep(
-    block: EncoderBlock,
+    block: Block,
     lengths: Sequence[int],
     batch: int = 1,
     warmup: int = 1,

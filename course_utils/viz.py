@@ -1,4 +1,4 @@
-"""Figures: one style for the course, labelled heatmaps, attention views, offline bertviz.
+"""Used in notebooks 00–14: figures — one style for the course, labelled heatmaps, attention views, offline bertviz.
 
 Used in notebooks 00–12 (``setup_plots``, ``heatmap``); the attention widget and the
 bertviz views in 04.
@@ -11,6 +11,7 @@ import itertools
 import re
 from collections.abc import Sequence
 from html import escape as html_escape
+from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -212,6 +213,43 @@ def attention_widget(attentions, tokens: Sequence[str], layer: int = 0, head: in
     return widgets.VBox([widgets.HBox([layer_slider, head_slider]), output])
 
 
+# d3 v5 and jQuery for the offline bertviz views: ``task setup`` (``tools/assets.py``)
+# fetches the pinned npm packages, verifies them and writes each library's inline block
+# (wrapped so it hides ``define``/``module``/``exports``, between markers that saving
+# strips) to ``inline_js_path(spec)``. This module only reads those prepared files.
+BERTVIZ_LIBRARIES = ("d3@5.7.0", "jquery@3.7.1")
+
+
+class OfflineAssetError(RuntimeError):
+    """A prepared offline JavaScript file is missing; the message says how to make it."""
+
+
+def inline_js_path(spec: str) -> Path:
+    """Where set-up writes the inline block of library ``spec`` (``NAME@VERSION``)."""
+    from course_utils.models import cache_dir
+
+    return cache_dir() / "js" / "inline" / f"{spec.replace('/', '__')}.js"
+
+
+def script_safe(js: str) -> str:
+    """Inline JS must not contain ``</script``, which would end the HTML script element."""
+    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.I)
+
+
+def _inline_js(spec: str) -> str:
+    target = inline_js_path(spec)
+    try:
+        return target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OfflineAssetError(
+            f"The offline JavaScript {spec} for the bertviz views is not prepared "
+            f"({target} is missing). Run `task setup` once in the course checkout (it "
+            "fetches the pinned npm packages). With only the installed wheel (e.g. Colab): "
+            "run the course repository's tools/assets.py with this Python (it needs the "
+            "package and `npm`), or point COURSE_CACHE_DIR at a cache set-up filled."
+        ) from None
+
+
 _CDN_SCRIPT = re.compile(r'<script src="https?://[^"]+"></script>')
 _BERTVIZ_SCRIPT = re.compile(r'<script type="text/javascript">\n(.*)\n</script>', re.S)
 _BERTVIZ_REQUIRE = re.compile(
@@ -230,20 +268,18 @@ def bertviz_offline(html: str, kind: str = "bertviz", key: str = "") -> str:
 
     bertviz 1.4.1 loads require.js, d3 5.7.0 and jQuery from a CDN. Here the CDN tag is
     dropped and its view script runs in a closure that receives d3 v5 and jQuery, inlined
-    from the verified cache (``course_utils.assets``; run ``task setup`` once). Each
+    from the verified cache (``inline_js_path``; run ``task setup`` once). Each
     library runs with ``define``/``module``/``exports`` hidden, so it neither registers
     with a page's AMD loader nor clobbers a page's own ``d3``/``$``.
 
     The libraries sit between markers so that a saved notebook keeps none of their code
-    (``assets.strip_inlined``, applied by ``tools/run_notebooks.py``); without them the
-    view says to re-run the cell instead of failing silently, and the website puts them
-    back (``assets.restore_inlined``). The random element id is replaced by one derived
+    (``strip_inlined`` in ``tools/assets.py``, applied by ``tools/run_notebooks.py``);
+    without them the view says to re-run the cell instead of failing silently, and the
+    website puts them back (``restore_inlined``). The random element id is replaced by one derived
     from ``kind``, ``key`` and the call order, so re-running a notebook gives the same id;
     the view functions pass the tokens as ``key`` (not the float weights, whose last rounded
     digit may differ between CPUs).
     """
-    from course_utils import assets
-
     html, removed = _CDN_SCRIPT.subn("", html)
     match = _BERTVIZ_SCRIPT.search(html)
     element = _BERTVIZ_ID.search(html)
@@ -269,14 +305,13 @@ def bertviz_offline(html: str, kind: str = "bertviz", key: str = "") -> str:
     script = (
         "(function () {\n"
         "var lib = {};\n"
-        + assets.inline_block(assets.D3_V5) + "\n"
-        + assets.inline_block(assets.JQUERY) + "\n"
-        "if (!lib.d3 || !window.jQuery) {\n"
+        + "".join(_inline_js(spec) + "\n" for spec in BERTVIZ_LIBRARIES)
+        + "if (!lib.d3 || !window.jQuery) {\n"
         f"  document.getElementById('{element.group(0)}').innerHTML = '<p><em>{missing}</em></p>';\n"
         "  return;\n"
         "}\n"
         "lib.$ = window.jQuery.noConflict(true);\n"
-        + assets.script_safe(view_js) + "\n})();"
+        + script_safe(view_js) + "\n})();"
     )
     script = f'<script type="text/javascript">\n{script}\n</script>\n'
     html = html[: match.start()] + script + html[match.end():]

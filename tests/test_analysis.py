@@ -200,7 +200,7 @@ def test_ablate_heads_equals_zeroing_that_head_by_hand():
     model = tiny_model().eval()
     tokens = torch.randint(0, 11, (2, 9), generator=torch.Generator().manual_seed(0))
     captured = {}
-    projection = model.layers[1].attn.out_proj
+    projection = model.transformer.blocks[1].attn.out_proj
     handle = projection.register_forward_pre_hook(lambda m, a: captured.setdefault("x", a[0].clone()))
     with torch.no_grad():
         intact = model(tokens)
@@ -225,8 +225,9 @@ def test_skip_layers_and_effects():
     tokens = torch.randint(0, 11, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), skip_layers(model, [0, 1]):
         skipped = model(tokens)
-        expected = model.unembed(model.norm(model.token_embedding(tokens)
-                                            + model.position_embedding(torch.arange(9))))
+        body = model.transformer
+        expected = model.lm_head(body.final_norm(body.token_emb(tokens)
+                                                 + body.pos_emb(torch.arange(9))))
     assert torch.allclose(skipped, expected, atol=1e-6)
     with torch.no_grad():
         reference = model(tokens)
@@ -336,7 +337,7 @@ def test_mean_ablation_puts_the_batch_mean_in_the_head_slice():
 
     model = tiny_model().eval()
     tokens = torch.randint(0, 11, (3, 9), generator=torch.Generator().manual_seed(0))
-    projection = model.layers[1].attn.out_proj
+    projection = model.transformer.blocks[1].attn.out_proj
     captured = {}
     handle = projection.register_forward_pre_hook(lambda m, a: captured.setdefault("x", a[0].clone()))
     with torch.no_grad():

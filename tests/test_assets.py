@@ -1,4 +1,4 @@
-"""course_utils.assets: pinned npm tarballs, integrity-checked, cached, never re-fetched.
+"""tools/assets.py: pinned npm tarballs, integrity-checked, cached, never re-fetched.
 
 A fake ``npm`` (a shell script that "packs" a local tarball) makes every test offline; one
 test checks the real cache that ``task setup`` filled, when it exists.
@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import stat
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
-from course_utils import assets
-from course_utils.assets import Asset, AssetError
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import assets  # noqa: E402  (tools/assets.py)
+from assets import Asset, AssetError  # noqa: E402
+
+from course_utils import viz  # noqa: E402
 
 
 def _tarball(files: dict[str, bytes]) -> bytes:
@@ -134,3 +142,37 @@ def test_pinned_assets_are_cached_and_verified_when_set_up():
         assert assets.path(asset).stat().st_size > 1000
     assert "d3js.org v5" in assets.read_js(assets.D3_V5)[:200]
     assert "jQuery v3" in assets.read_js(assets.JQUERY)[:200]
+
+
+def test_prepared_inline_blocks_are_what_viz_reads(tmp_path, monkeypatch):
+    """Set-up writes each bertviz library's block where ``viz`` reads it, idempotently;
+    without it ``viz`` says to run set-up (the wheel has no fetching code)."""
+    if not all(assets.is_cached(a) for a in (assets.D3_V5, assets.JQUERY)):
+        pytest.skip("not set up yet (run `task setup`)")
+    cached = {a.spec: a.directory for a in (assets.D3_V5, assets.JQUERY)}
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    with pytest.raises(viz.OfflineAssetError, match="task setup"):
+        viz._inline_js("d3@5.7.0")
+    for folder in cached.values():  # the verified packages, without fetching again
+        (tmp_path / "js").mkdir(exist_ok=True)
+        (tmp_path / "js" / folder.name).symlink_to(folder)
+    first = assets.prepare_inline()
+    stamps = [path.stat().st_mtime_ns for path in first]
+    assert assets.prepare_inline() == first
+    assert [path.stat().st_mtime_ns for path in first] == stamps  # nothing rewritten
+    assert set(viz.BERTVIZ_LIBRARIES) == set(assets.INLINE_ASSETS)
+    for spec in viz.BERTVIZ_LIBRARIES:
+        assert viz._inline_js(spec) == assets.inline_block(assets.INLINE_ASSETS[spec])
+
+
+def test_mermaid_pin_is_the_version_jupyterlab_bundles():
+    """Diagrams checked by tools/check_mermaid.py and drawn on the site use the Mermaid
+    that JupyterLab renders them with."""
+    static = Path(sys.prefix) / "share" / "jupyter" / "lab" / "static"
+    if not static.is_dir():
+        pytest.skip(f"no JupyterLab static files in {static}")
+    versions = set()
+    for bundle in static.glob("*.js"):
+        text = bundle.read_text(encoding="utf-8", errors="replace")
+        versions.update(re.findall(r'renderer\.draw\([^)]*?"(\d+\.\d+\.\d+)"', text))
+    assert versions == {assets.MERMAID.version}, versions

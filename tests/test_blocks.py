@@ -8,11 +8,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.blocks import (
+    Block,
+    CausalLM,
     Encoder,
     EncoderBlock,
     FeedForward,
     LayerNorm,
     RMSNorm,
+    Transformer,
     TransformerConfig,
     attention_states,
     config_from_torch_layer,
@@ -21,6 +24,7 @@ from course_utils.blocks import (
     parameter_breakdown,
     parameter_formula,
 )
+from course_utils.masks import causal_mask
 
 # Tolerances: one block in fp32 reorders a few sums (≈ 5e-7 measured); MiniLM's six
 # post-norm layers with eps=1e-12 amplify that to ≈ 5e-5 on some large hidden dimensions.
@@ -114,7 +118,7 @@ def test_post_and_pre_norm_differ():
     [dict(), dict(norm_first=True), dict(norm="rmsnorm", activation="swiglu", bias=False,
                                           positional="rope", num_kv_heads=2, causal=True)],
 )
-def test_states_path_equals_plain_forward(overrides):
+def test_block_states_are_the_named_stages(overrides):
     torch.manual_seed(0)
     config = tiny_config(**overrides)
     block = EncoderBlock(config).eval()
@@ -122,9 +126,7 @@ def test_states_path_equals_plain_forward(overrides):
     mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
     mask[0, ..., 4:] = False
     with torch.no_grad():
-        plain = block(x, mask=mask)
         out, states = block(x, mask=mask, return_states=True)
-    torch.testing.assert_close(out, plain, atol=1e-6, rtol=0)
     assert torch.equal(states["output"], out)
     assert torch.equal(states["input"], x)
     b, t, c, h = 2, 6, config.d_model, config.num_heads
@@ -146,15 +148,26 @@ def test_states_path_equals_plain_forward(overrides):
         assert order.index("attn_norm") > order.index("attn_residual")
 
 
-def test_attention_states_equals_module_forward():
+def test_attention_states_equal_torch_stage_by_stage():
+    """The named stages are what torch computes from the same q, k, v and weights:
+    torch's SDPA gives the context, our out_proj of it the output (GQA + RoPE + mask)."""
     torch.manual_seed(0)
-    block = EncoderBlock(tiny_config(positional="rope", num_kv_heads=1))
+    attn = EncoderBlock(tiny_config(positional="rope", num_kv_heads=1)).attn
     x = torch.randn(2, 5, 32)
-    out, weights = block.attn(x)
-    out2, weights2, states = attention_states(block.attn, x)
-    torch.testing.assert_close(out2, out, atol=1e-6, rtol=0)
-    torch.testing.assert_close(weights2, weights, atol=1e-6, rtol=0)
-    assert torch.equal(states["attn_weights"], weights2)
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, ..., 3:] = False
+    with torch.no_grad():
+        out, weights, states = attention_states(attn, x, mask=mask)
+        q, k, v = states["q"], states["k"], states["v"]
+        torch.testing.assert_close(states["scores"], q @ k.transpose(-2, -1) / 8 ** 0.5)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, d)
+        torch.testing.assert_close(states["context"], context.transpose(1, 2).reshape(2, 5, 32),
+                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(out, F.linear(states["context"], attn.out_proj.weight,
+                                                 attn.out_proj.bias), atol=1e-6, rtol=0)
+    assert list(states) == ["q", "k", "v", "scores", "attn_weights", "context", "attn_out"]
+    assert states["attn_weights"] is weights and weights[1, ..., 3:].abs().max() == 0
+    assert torch.equal(k[:, 0], k[:, 3])  # one KV head serves every query head
 
 
 @pytest.mark.parametrize("activation", ["swiglu", "gelu"])
@@ -277,6 +290,64 @@ def test_config_defaults():
     config = tiny_config(d_ff=None)
     assert config.d_ff == 4 * 32 and config.final_norm is False and config.head_dim == 8
     assert tiny_config(norm_first=True).final_norm is True
+    assert TransformerConfig().eps == 1e-5 == nn.LayerNorm(4).eps  # neutral, not MiniLM's
+    assert TransformerConfig.minilm().eps == 1e-12
+
+
+@pytest.mark.slow  # verifies the bundled model files
+def test_minilm_config_is_the_bundled_models():
+    from transformers import AutoConfig
+
+    from course_utils.models import encoder_dir
+
+    assert TransformerConfig.minilm() == TransformerConfig.from_bert(
+        AutoConfig.from_pretrained(encoder_dir()))
+
+
+# ----------------------------------------------------------------------------- the family
+def test_old_names_are_the_new_classes():
+    assert Encoder is Transformer and EncoderBlock is Block
+
+
+def test_causal_lm_ties_weights_and_returns_attention():
+    torch.manual_seed(0)
+    config = tiny_config(causal=True, norm_first=True)
+    tied, untied = CausalLM(config, tie_weights=True), CausalLM(config)
+    assert tied.lm_head.weight is tied.transformer.token_emb.weight
+    assert untied.lm_head.weight is not untied.transformer.token_emb.weight
+    assert sum(p.numel() for p in untied.parameters()) - sum(
+        p.numel() for p in tied.parameters()) == 50 * 32  # one (V, C) table fewer
+    ids = torch.randint(0, 50, (2, 7))
+    logits, maps = tied.forward_with_attention(ids)
+    assert logits.shape == (2, 7, 50) and len(maps) == 2 and maps[0].shape == (2, 4, 7, 7)
+    torch.testing.assert_close(logits, tied(ids))
+    assert maps[1].triu(1).abs().max() == 0  # causal: no weight on later positions
+    with pytest.raises(ValueError, match="causal=True"):
+        CausalLM(tiny_config())
+
+
+def test_attention_only_blocks_have_no_ffn():
+    torch.manual_seed(0)
+    config = tiny_config(attention_only=True, norm_first=True, causal=True)
+    block = Block(config)
+    assert block.ffn is None and block.ffn_norm is None
+    assert not any("ffn" in name for name, _ in block.named_parameters())
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        y, states = block(x, return_states=True)
+        torch.testing.assert_close(y, x + block.attn(block.attn_norm(x), mask=causal_mask(5))[0])
+    assert "ffn_up" not in states
+
+
+def test_torch_init_keeps_pytorch_defaults():
+    """``init="torch"`` leaves each layer's default init (embeddings N(0, 1)); ``"gpt2"``
+    draws N(0, 0.02²)."""
+    torch.manual_seed(0)
+    gpt2 = Transformer(tiny_config(vocab_size=2000))
+    torch.manual_seed(0)
+    plain = Transformer(tiny_config(vocab_size=2000, init="torch"))
+    assert 0.015 < gpt2.token_emb.weight.std().item() < 0.025
+    assert 0.9 < plain.token_emb.weight.std().item() < 1.1
 
 
 def test_bad_inputs_raise():
@@ -307,7 +378,8 @@ def test_sinusoidal_positions_are_the_fixed_encoding():
     "overrides",
     [dict(), dict(norm_first=True), dict(type_vocab_size=2, embedding_norm=True),
      dict(norm="rmsnorm", activation="swiglu", bias=False, positional="rope", num_kv_heads=2),
-     dict(positional="sinusoidal", norm="none")],
+     dict(positional="sinusoidal", norm="none"),
+     dict(attention_only=True, norm_first=True, causal=True)],
 )
 def test_parameter_formula_matches_model(overrides):
     config = tiny_config(**overrides)

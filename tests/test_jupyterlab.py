@@ -9,6 +9,8 @@ every cell through the *Run → Run All Cells* menu, and asserts from the live D
 - in 04, the bertviz head and model views drew their SVG;
 - moving the first slider of the notebook's interactive widget re-draws its figure;
 - no console error, no request left the machine, no "get notified about Jupyter news?";
+- the notebook with the most Mermaid diagrams shows them all drawn by JupyterLab's own
+  (bundled, offline) Mermaid, none with an error;
 - 04 again with the dark theme: the figures are opaque (a light figure background on a
   dark page, so they stay legible).
 
@@ -302,5 +304,52 @@ def test_dark_theme_keeps_figures_legible(browser, tmp_path):
         SHOTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(SHOTS / f"lab-dark-{notebook}.png"))
         check_clean(browser, state, notebook)
+    finally:
+        server.stop()
+
+
+MERMAID_STATE = """
+const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+if (!panel) return null;
+const rendered = [...panel.querySelectorAll('.jp-RenderedMermaid')];
+return {
+  rendered: rendered.filter(r => !r.classList.contains('jp-mod-warning')
+    && r.querySelector('img[src^="data:image/svg+xml"], svg')).length,
+  errors: [...panel.querySelectorAll('.jp-RenderedMermaid.jp-mod-warning')]
+    .map(r => r.innerText.slice(0, 300)),
+  pending: panel.querySelectorAll('.jp-MarkdownOutput pre > code.language-mermaid').length,
+};
+"""
+
+
+def test_diagrams_render_in_jupyterlab(browser, tmp_path):
+    """JupyterLab's own Mermaid (bundled, offline) draws a notebook's diagrams."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from check_mermaid import diagrams_in
+
+    counts = {p.stem: len(diagrams_in(p)) for p in sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
+              if ".FAILED" not in p.name}
+    with_diagrams = [name for name, count in counts.items() if count]
+    assert with_diagrams, "no notebook has a Mermaid diagram yet"
+    notebook = max(with_diagrams, key=counts.get)  # the one with the most diagrams
+    _copy_notebooks(tmp_path, [notebook])
+    server = Lab(tmp_path)
+    try:
+        browser.get_log("browser")
+        browser.get_log("performance")
+        browser.get(server.url(notebook))
+        state = _wait(browser, lambda: (lambda s: s if s and (
+            s["rendered"] + len(s["errors"]) >= counts[notebook]) else None)(
+            browser.execute_script(MERMAID_STATE)), 90, f"{counts[notebook]} diagrams in {notebook}")
+        assert not state["errors"], f"{notebook}: Mermaid errors in JupyterLab: {state['errors']}"
+        assert state["rendered"] == counts[notebook], state
+        browser.execute_script("document.querySelector('.jp-RenderedMermaid')"
+                               ".scrollIntoView({block: 'center'});")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SHOTS / f"lab-diagrams-{notebook}.png"))
+        requests = outside_requests(browser.get_log("performance"))
+        assert not requests, f"{notebook}: requests left the machine: {requests[:5]}"
+        mermaid_errors = [e for e in console_errors(browser) if "mermaid" in e.lower()]
+        assert not mermaid_errors, f"{notebook}: console errors drawing diagrams: {mermaid_errors[:3]}"
     finally:
         server.stop()

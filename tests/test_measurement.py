@@ -87,13 +87,13 @@ def test_sublayer_flops_equal_torch_counter_per_module(overrides):
     counter = _counted(lambda: block(torch.randn(batch, seq_len, config.d_model)))
     counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     flops = sublayer_flops(config, seq_len=seq_len, batch=batch)
-    projections = ["EncoderBlock.attn.q_proj", "EncoderBlock.attn.k_proj", "EncoderBlock.attn.v_proj"]
+    projections = ["Block.attn.q_proj", "Block.attn.k_proj", "Block.attn.v_proj"]
     assert flops["qkv_proj"] == sum(counts[p] for p in projections)
-    assert flops["out_proj"] == counts["EncoderBlock.attn.out_proj"]
-    assert flops["attention"] == counts["EncoderBlock.attn"]
-    assert flops["attn_core"] == counts["EncoderBlock.attn"] - flops["qkv_proj"] - flops["out_proj"]
-    assert flops["ffn"] == counts["EncoderBlock.ffn"]
-    assert flops["ffn_down"] == counts["EncoderBlock.ffn.down_proj"]
+    assert flops["out_proj"] == counts["Block.attn.out_proj"]
+    assert flops["attention"] == counts["Block.attn"]
+    assert flops["attn_core"] == counts["Block.attn"] - flops["qkv_proj"] - flops["out_proj"]
+    assert flops["ffn"] == counts["Block.ffn"]
+    assert flops["ffn_down"] == counts["Block.ffn.down_proj"]
     assert flops["attention"] + flops["ffn"] == counter.get_total_flops()
     with pytest.raises(ValueError, match="seq_len: expected an integer ≥ 1"):
         sublayer_flops(config, seq_len=0)

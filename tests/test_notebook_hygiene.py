@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import nbformat
 import pytest
 
-from conftest import NOTEBOOK_PATHS, NOTEBOOKS
-from course_utils import assets
+from conftest import NOTEBOOK_PATHS, NOTEBOOKS, REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import assets  # noqa: E402  (tools/assets.py)
 
 MAX_BYTES = 2 * 1024 * 1024
 
@@ -95,3 +98,39 @@ def test_no_third_party_code_saved(notebook):
             assert not assets.has_inlined(html), f"{path.name} cell {index}: inlined library"
             assert "d3js.org" not in html and "jQuery v3" not in html, (
                 f"{path.name} cell {index}: third-party code in an output")
+
+
+# Diagrams (issue 18): Mermaid in markdown, rendered by JupyterLab and the offline site.
+MIN_DIAGRAMS = 2
+
+
+def test_every_notebook_has_diagrams(notebook):
+    from check_mermaid import diagrams_in  # tools/check_mermaid.py (tools is on sys.path)
+
+    path, _ = notebook
+    found = diagrams_in(path)
+    assert len(found) >= MIN_DIAGRAMS, (
+        f"{path.name} has {len(found)} Mermaid diagram(s); every notebook needs at least "
+        f"{MIN_DIAGRAMS} (```mermaid blocks in markdown cells; check them with "
+        "`python tools/check_mermaid.py`)")
+
+
+def test_diagrams_keep_plain_syntax(notebook):
+    """What renders the same in JupyterLab and on the site: no init directives, no HTML
+    in labels except ``<br/>``, and a sentence before the diagram saying what to see."""
+    from check_mermaid import MERMAID_BLOCK
+
+    path, nb = notebook
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        for match in MERMAID_BLOCK.finditer(cell.source):
+            code = match["code"]
+            where = f"{path.name} cell {index}"
+            assert "%%{" not in code, f"{where}: no %%{{init}} directives in diagrams"
+            tags = set(re.findall(r"</?\s*([a-zA-Z]+)[^>]*>", code)) - {"br"}
+            assert not tags, f"{where}: HTML {sorted(tags)} in a diagram (only <br/>)"
+            before = cell.source[: match.start()].strip()
+            previous = nb.cells[index - 1] if index else None
+            assert before or (previous is not None and previous.cell_type == "markdown"), (
+                f"{where}: put a sentence above the diagram saying what to see")

@@ -1,7 +1,8 @@
 """The exported website, checked in a real browser (headless Chromium via chromedriver).
 
 For every page: each figure of the notebook is present and decoded, each bertviz view drew
-its SVG, saved widgets rendered, MathJax typeset, no console errors, and no request left
+its SVG, each Mermaid diagram of its markdown rendered (an SVG image, no Mermaid error
+box), saved widgets rendered, MathJax typeset, no console errors, and no request left
 the machine. A screenshot of each page is saved under ``site/screenshots/``.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). Without
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,9 @@ import pytest
 
 from browser import console_errors, outside_requests, start_chromium
 from conftest import NOTEBOOKS, REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+from check_mermaid import diagrams_in  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -64,7 +69,7 @@ def expected_content(path: Path) -> dict[str, int]:
     has_state = bool(nb.metadata.get("widgets"))
     math = any(c.cell_type == "markdown" and "$" in c.source for c in nb.cells)
     return {"images": images, "bertviz": bertviz, "widgets": widget_views if has_state else 0,
-            "math": int(math)}
+            "math": int(math), "diagrams": len(diagrams_in(path))}
 
 
 RENDER_PROBE = """
@@ -77,6 +82,11 @@ return {
   bertvizDrawn: views.filter(v => v.querySelectorAll('svg *').length > 10).length,
   widgets: document.querySelectorAll('.jupyter-widgets, .widget-container, .widget-box').length,
   math: document.querySelectorAll('.MathJax, .MathJax_CHTML, mjx-container').length,
+  diagrams: document.querySelectorAll('.jp-Mermaid').length,
+  diagramsDrawn: document.querySelectorAll(
+    '.jp-RenderedMermaid:not(.jp-mod-warning) figure img[src^="data:image/svg+xml"]').length,
+  diagramErrors: [...document.querySelectorAll('.jp-Mermaid.jp-mod-warning')]
+    .map(e => e.innerText.slice(0, 300)),
   ready: document.readyState,
 };
 """
@@ -94,6 +104,7 @@ def render(driver, page: Path, expected: dict[str, int]) -> dict:
             state["ready"] == "complete"
             and state["decoded"] >= expected["images"]
             and state["bertvizDrawn"] >= expected["bertviz"]
+            and state["diagramsDrawn"] + len(state["diagramErrors"]) >= expected["diagrams"]
             and (state["widgets"] > 0 or not expected["widgets"])
             and (state["math"] > 0 or not expected["math"])
         )
@@ -131,6 +142,10 @@ def test_page_renders_offline(site, browser, notebook):
     assert state["images"] >= expected["images"], state
     assert state["decoded"] >= expected["images"], f"undecoded figures: {state}"
     assert state["bertvizDrawn"] >= expected["bertviz"], f"bertviz views without SVG: {state}"
+    assert not state["diagramErrors"], f"Mermaid could not render: {state['diagramErrors']}"
+    assert state["diagrams"] == state["diagramsDrawn"] == expected["diagrams"], (
+        f"{expected['diagrams']} mermaid block(s) in the notebook, {state['diagrams']} on the "
+        f"page, {state['diagramsDrawn']} drawn")
     if expected["widgets"]:
         assert state["widgets"] > 0, f"saved widget state did not render: {state}"
     if expected["math"]:

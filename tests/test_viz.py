@@ -10,6 +10,7 @@ import itertools
 import re
 import shutil
 import subprocess
+import sys
 
 import matplotlib
 import numpy as np
@@ -18,7 +19,11 @@ import torch
 
 matplotlib.use("Agg")
 
-from course_utils import assets, viz  # noqa: E402
+from conftest import REPO  # noqa: E402
+from course_utils import viz  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tools"))
+import assets  # noqa: E402  (tools/assets.py: what set-up and the site build do)
 
 TOKENS = ["[CLS]", "the", "cat", "sat", "[SEP]"]
 
@@ -29,7 +34,7 @@ def _attentions(layers=2, heads=3, seed=0):
 
 
 def _need_assets():
-    if not all(assets.is_cached(a) for a in (assets.D3_V5, assets.JQUERY)):
+    if not all(viz.inline_js_path(spec).is_file() for spec in viz.BERTVIZ_LIBRARIES):
         pytest.skip("offline JS not fetched yet: run `task setup`")
 
 

@@ -4,11 +4,18 @@
 
 Writes ``site/index.html`` (the course map, linking every notebook) and one page per
 notebook (nbconvert's ``lab`` template). Every script a page needs — require.js, the
-Jupyter widgets renderer, MathJax, and the d3/jquery inlined in bertviz views (which
-saved notebooks leave out, ``course_utils.assets.strip_inlined``) — comes from
-pinned npm packages fetched once into the ignored cache (``course_utils.assets``) and
-copied into ``site/_static``: nothing is loaded from a CDN when a page is viewed, and
-nothing third-party is committed.
+Jupyter widgets renderer, MathJax, Mermaid (the diagrams in markdown cells) and the
+d3/jquery inlined in bertviz views (which saved notebooks leave out,
+``assets.strip_inlined``) — comes from pinned npm packages fetched once into the ignored
+cache (``tools/assets.py``) and copied into ``site/_static``: nothing is loaded from a
+CDN when a page is viewed, and nothing third-party is committed.
+
+Mermaid: nbconvert's lab template renders ``<pre class="mermaid">`` blocks by importing
+Mermaid's ES module from a CDN. ES modules do not load from ``file://`` pages, so each
+page instead loads the pinned ``mermaid.min.js`` as a classic script (before the page's
+first script, so require.js has not defined ``define`` yet), and the template's import
+gets a ``data:`` module that hands it that global (with the bundle's own ``startOnLoad`` off, so
+the template alone draws each diagram once).
 """
 
 from __future__ import annotations
@@ -24,27 +31,15 @@ from pathlib import Path
 import nbformat
 from nbconvert import HTMLExporter
 
-from course_utils import assets
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))  # also when imported by path (tests)
+import assets  # noqa: E402  (tools/assets.py)
+
 NOTEBOOKS = REPO / "notebooks"
 
-REQUIREJS = assets.REQUIREJS
-HTML_MANAGER = assets.Asset(
-    "@jupyter-widgets/html-manager", "1.0.15",
-    "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
-    ("dist/", "package.json"),  # package.json states the BSD-3-Clause licence
-)
-MATHJAX = assets.Asset(
-    "mathjax", "2.7.9",
-    "sha512-NOGEDTIM9+MrsqnjPEjVGNx4q0GQxqm61yQwSK+/5S59i26wId5IC5gNu9/bu8+CCVl5p9G2IHcAl/wJa+5+BQ==",
-    (
-        "MathJax.js", "LICENSE", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions/",
-        "jax/input/TeX/", "jax/output/CommonHTML/", "jax/element/", "localization/en/",
-        "fonts/HTML-CSS/TeX/woff/",
-    ),
-)
-SITE_ASSETS = [REQUIREJS, HTML_MANAGER, MATHJAX]
+SITE_ASSETS = [assets.REQUIREJS, assets.HTML_MANAGER, assets.MATHJAX, assets.MERMAID]
+# What the lab template imports as Mermaid: the global the classic script defined.
+MERMAID_MODULE = "data:text/javascript,export default globalThis.mermaid;"
 STATIC = "_static"
 
 
@@ -95,6 +90,7 @@ def install_static(out: Path) -> dict[str, str]:
         "require_js_url": f"{urls['requirejs']}/require.js",
         "widget_renderer_url": f"{urls['@jupyter-widgets/html-manager']}/dist/embed-amd.js",
         "mathjax_url": f"{urls['mathjax']}/MathJax.js?config=TeX-AMS_CHTML-full,Safe",
+        "mermaid_script_url": f"{urls['mermaid']}/dist/mermaid.min.js",
     }
 
 
@@ -121,7 +117,12 @@ def build(out: Path) -> list[Path]:
         raise SystemExit(f"no notebooks in {NOTEBOOKS}")
     out.mkdir(parents=True, exist_ok=True)
     urls = install_static(out)
-    exporter = HTMLExporter(template_name="lab", **urls)
+    # The bundle would draw every .mermaid element itself at window load (startOnLoad),
+    # racing the template, which then reads an SVG as diagram source: switch that off.
+    mermaid_script = (f'<script src="{urls.pop("mermaid_script_url")}"></script>\n'
+                      "<script>mermaid.initialize({startOnLoad: false});</script>")
+    exporter = HTMLExporter(template_name="lab", mermaid_js_url=MERMAID_MODULE,
+                            mermaid_layout_elk_js_url="", **urls)
 
     entries = []
     for path in notebooks:
@@ -138,6 +139,8 @@ def build(out: Path) -> list[Path]:
         body = re.sub(r'href="(\d\d[a-z]?_[\w-]+)\.ipynb', r'href="\1.html', body)
         nav = nav_bar(pages, index)
         body = re.sub(r"(<body[^>]*>)", lambda m, nav=nav: m.group(1) + nav, body, count=1)
+        # Before the first script (require.js), so Mermaid's bundle sees no AMD `define`.
+        body = body.replace("<script", mermaid_script + "\n<script", 1)
         target = out / page
         target.write_text(body, encoding="utf-8")
         written.append(target)

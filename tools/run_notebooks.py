@@ -23,7 +23,7 @@ one line, ``NB: NAME: expected …, got …``, exit code 1, and nothing written 
 ``.FAILED`` copy: the line says it all).
 
 Nothing third-party is saved: JavaScript libraries inlined into outputs (bertviz views)
-are cut out of the saved notebook (``course_utils.assets.strip_inlined``); the website
+are cut out of the saved notebook (``strip_inlined`` in ``tools/assets.py``); the website
 build puts them back from the verified cache.
 
 Reproducibility: volatile metadata (timestamps, durations, papermill bookkeeping) is
@@ -55,9 +55,10 @@ from filelock import FileLock
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from papermill.exceptions import PapermillExecutionError
 
-from course_utils import assets
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))  # also when imported by path (tests)
+import assets  # noqa: E402  (tools/assets.py: strip the inlined libraries before saving)
+
 NOTEBOOKS = REPO / "notebooks"
 RUNS = REPO / "runs"
 LOCK = Path(tempfile.gettempdir()) / "inside-transformer-papermill.lock"

@@ -61,3 +61,6 @@ fi
 
 # Models and offline assets: each step checks its own cache and returns fast when done.
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -m course_utils.prepare
+# Pinned JavaScript (bertviz's d3/jQuery, the site's require.js, widgets, MathJax, Mermaid),
+# integrity-checked, plus the inline blocks the bertviz views read.
+"$VENV/bin/python" tools/assets.py

@@ -1,14 +1,18 @@
 """Pinned third-party JavaScript, fetched once at set-up time into the ignored cache.
 
-Used in notebook 04 (through ``viz``'s offline bertviz views), by ``task run`` (which
-cuts inlined libraries out of saved outputs) and by ``task html`` (which puts them back).
+Build infrastructure (not part of the ``course_utils`` package): ``task setup`` runs
+``python tools/assets.py``, which fetches every pinned asset below and writes the
+prepared inline blocks that ``course_utils.viz``'s offline bertviz views read (the only
+part a notebook needs, also when the course runs from the installed wheel);
+``tools/run_notebooks.py`` cuts inlined libraries out of saved outputs
+(``strip_inlined``); ``tools/build_site.py`` puts them back (``restore_inlined``) and
+copies require.js, the widget renderer, MathJax and Mermaid into the site;
+``tools/check_mermaid.py`` renders diagrams with the pinned Mermaid.
 
-Offline figures (bertviz views, exported widget pages) need a few JavaScript libraries
-that would normally come from a CDN. None of them is committed: ``task setup`` (which runs
-``python -m course_utils.prepare`` -> ``main()``) downloads each pinned npm package with
-``npm pack NAME@VERSION``, checks the tarball against the sha512 ``integrity`` string
-pinned below (the one ``npm view NAME@VERSION dist.integrity`` prints), and extracts only
-the files listed into ``course_utils.models.cache_dir() / "js" / "NAME@VERSION"``.
+None of them is committed: each pinned npm package is downloaded with
+``npm pack NAME@VERSION``, checked against the sha512 ``integrity`` string pinned below
+(the one ``npm view NAME@VERSION dist.integrity`` prints), and only the files listed are
+extracted into ``course_utils.models.cache_dir() / "js" / "NAME@VERSION"``.
 
 Reading an asset (``read_js``) never touches the network: if the cache is missing it
 raises ``AssetError`` saying to run ``task setup``. Add an asset by declaring one more
@@ -31,6 +35,8 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from course_utils.viz import inline_js_path, script_safe
 
 STAMP = ".course-asset.json"
 
@@ -99,7 +105,32 @@ REQUIREJS = Asset(
     ("require.js", "package.json"),  # no LICENSE file: package.json states MIT
 )
 
-ASSETS: list[Asset] = [D3_V5, JQUERY, REQUIREJS]
+# The exported site's scripts (``tools/build_site.py``).
+HTML_MANAGER = Asset(
+    "@jupyter-widgets/html-manager", "1.0.15",
+    "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
+    ("dist/", "package.json"),  # package.json states the BSD-3-Clause licence
+)
+MATHJAX = Asset(
+    "mathjax", "2.7.9",
+    "sha512-NOGEDTIM9+MrsqnjPEjVGNx4q0GQxqm61yQwSK+/5S59i26wId5IC5gNu9/bu8+CCVl5p9G2IHcAl/wJa+5+BQ==",
+    (
+        "MathJax.js", "LICENSE", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions/",
+        "jax/input/TeX/", "jax/output/CommonHTML/", "jax/element/", "localization/en/",
+        "fonts/HTML-CSS/TeX/woff/",
+    ),
+)
+# Mermaid diagrams in markdown cells: the version JupyterLab 4.6 bundles (its
+# @jupyterlab/mermaid renders ```mermaid blocks natively), so a diagram that renders in
+# ``tools/check_mermaid.py`` and on the site renders in Lab too. nbconvert's lab template
+# would import 11.10.0's ES module from a CDN; the site loads this file instead.
+MERMAID = Asset(
+    "mermaid", "11.16.1",
+    "sha512-TQsq6u22fAn3rek5VOubrhKPo1g5hwC3FXUN9hiyupTckcYiGuuKGkNQrKYwGJkXUxZdojwRG46gsSCFZMDp4g==",
+    ("dist/mermaid.min.js", "LICENSE"),
+)
+
+ASSETS: list[Asset] = [D3_V5, JQUERY, REQUIREJS, HTML_MANAGER, MATHJAX, MERMAID]
 
 
 def integrity_of(data: bytes, algorithm: str = "sha512") -> str:
@@ -200,7 +231,7 @@ def ensure(asset: Asset, *, fetch: bool = True, npm: str | None = None) -> Path:
     if not fetch:
         raise AssetError(
             f"The offline JavaScript {asset.spec} is not in the cache ({asset.directory}). "
-            "Run `task setup` (or `python -m course_utils.assets`) once, with access to "
+            "Run `task setup` (or `python tools/assets.py`) once, with access to "
             "the npm registry."
         )
     npm = npm or os.environ.get("COURSE_NPM", "npm")
@@ -239,8 +270,9 @@ def path(asset: Asset, file: str | None = None) -> Path:
     recorded = _read_stamp(asset)
     if recorded is None:
         ensure(asset, fetch=False)  # raises the "run task setup" error
-    if file is None:
-        file = next((f for f in asset.files if f.endswith(".js")), asset.files[0])
+    if file is None:  # the first listed .js file, else the first .js below a listed folder
+        file = next((f for f in [*asset.files, *recorded["files"]] if f.endswith(".js")),
+                    next(iter(recorded["files"])))
     if file not in recorded["files"]:
         raise ValueError(f"{asset.spec} provides {sorted(recorded['files'])}, not {file!r}")
     target = asset.directory / file
@@ -266,11 +298,6 @@ _INLINE_BLOCK = re.compile(
 )
 _INLINE_STRIPPED = re.compile(r"/\* course-asset-not-saved (?P<spec>[^ ]+@[^ ]+) \*/")
 INLINE_ASSETS: dict[str, Asset] = {asset.spec: asset for asset in (D3_V5, JQUERY)}
-
-
-def script_safe(js: str) -> str:
-    """Inline JS must not contain ``</script``, which would end the HTML script element."""
-    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.I)
 
 
 def inline_block(asset: Asset) -> str:
@@ -321,14 +348,37 @@ def has_inlined(html: str) -> bool:
     return _INLINE_BLOCK.search(html) is not None
 
 
+def prepare_inline() -> list[Path]:
+    """Write each inlined library's block where ``course_utils.viz`` reads it.
+
+    ``viz.bertviz_offline`` only reads these prepared files (no fetching, no markers: all
+    of that stays here), so the installed wheel renders bertviz views offline from the
+    same cache. Rewritten only when the content changed (idempotent).
+    """
+    written = []
+    for spec, asset in INLINE_ASSETS.items():
+        target = inline_js_path(spec)
+        block = inline_block(asset)
+        if not target.is_file() or target.read_text(encoding="utf-8") != block:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged = target.with_suffix(".tmp")
+            staged.write_text(block, encoding="utf-8")
+            os.replace(staged, target)
+        written.append(target)
+    return written
+
+
 def main(assets: list[Asset] | None = None) -> None:
-    """Fetch every pinned asset that is not cached yet (fast no-op when all are)."""
+    """Fetch every pinned asset that is not cached yet and prepare the inline blocks
+    (fast no-op when all are done)."""
     assets = ASSETS if assets is None else assets
     fetched = [asset.spec for asset in assets if not is_cached(asset)]
     for asset in assets:
         ensure(asset)
+    if all(asset in assets for asset in INLINE_ASSETS.values()):
+        prepare_inline()
     status = f"fetched {', '.join(fetched)}" if fetched else "all cached"
-    print(f"prepare: {len(assets)} JavaScript assets ready ({status})")
+    print(f"assets: {len(assets)} JavaScript assets ready ({status})")
 
 
 if __name__ == "__main__":
