@@ -1,4 +1,4 @@
-"""Embeddings: lookups, pooling, similarity, contextual word vectors, projections.
+"""Used in notebooks 02, 03, 11: embeddings — lookups, pooling, similarity, contextual word vectors.
 
 Used in notebooks 02 and 09 (RAG reuses ``mean_pool`` / ``l2_normalize``).
 
@@ -369,3 +369,68 @@ def pca_2d(x: torch.Tensor) -> torch.Tensor:
     signs = torch.sign(components.gather(1, components.abs().argmax(dim=1, keepdim=True)))
     components = components * signs
     return (centred @ components.T).float()  # (N, 2)
+
+
+# --- the embedding layer of BERT-family encoders (notebook 02, exercise 02.1) ------------
+
+
+def embedding_layer_weights(model) -> dict:
+    """The tables of a BERT-family encoder's embedding layer, as plain tensors.
+
+    Returns ``{"word": (V, C), "position": (P, C), "token_type": (S, C) or None,
+    "ln_weight": (C,), "ln_bias": (C,), "eps": float}``. BERT and RoBERTa have all of them
+    (RoBERTa's position table keeps its two reserved rows: index it with
+    ``families.position_ids``); DistilBERT has no token-type table (``None``). Other families
+    (GPT-2, Llama, T5: no LayerNorm in the embedding) raise a ``ValueError``. Used in notebook 02.
+    """
+    from course_utils import families
+
+    family = families.describe(model).family
+    if family not in ("bert", "roberta", "distilbert"):
+        raise ValueError(
+            f"embedding_layer_weights: expected a BERT-family encoder (bert, roberta, distilbert), "
+            f"got {type(model).__name__} (family {family!r}), whose embedding layer has no LayerNorm"
+        )
+    layer = getattr(model, "embeddings", None) or model.base_model.embeddings
+    token_type = getattr(layer, "token_type_embeddings", None)
+    return {
+        "word": layer.word_embeddings.weight.detach(),
+        "position": layer.position_embeddings.weight.detach(),
+        "token_type": None if token_type is None else token_type.weight.detach(),
+        "ln_weight": layer.LayerNorm.weight.detach(),
+        "ln_bias": layer.LayerNorm.bias.detach(),
+        "eps": float(layer.LayerNorm.eps),
+    }
+
+
+def bert_embeddings(
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    token_type_ids: torch.Tensor | None,
+    word: torch.Tensor,
+    position: torch.Tensor,
+    token_type: torch.Tensor | None,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """``(B, T)`` ids -> ``(B, T, C)``: ``LayerNorm(word[ids] + position[position_ids] +
+    token_type[token_type_ids])``, the BERT-family embedding layer in eval mode (no dropout).
+
+    ``token_type`` / ``token_type_ids`` may be ``None`` (DistilBERT: no segments). Equal to the
+    model's ``hidden_states[0]`` (tested in ``tests/test_embeddings.py``). Used in notebook 02.
+    """
+    ids = _check_dims("bert_embeddings", "input_ids", input_ids, (2,), "(B, T)", floating=False)
+    x = word[ids] + position[position_ids]  # (B, T, C)
+    if token_type is not None:
+        segments = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
+        x = x + token_type[segments]
+    mean = x.mean(dim=-1, keepdim=True)  # (B, T, 1)
+    variance = x.var(dim=-1, keepdim=True, unbiased=False)  # (B, T, 1)
+    return (x - mean) / torch.sqrt(variance + eps) * ln_weight + ln_bias  # (B, T, C)
+
+
+def sentence_embedding(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T, C), (B, T) -> (B, C)``: mean over real tokens, then L2-normalised (unit rows),
+    as all-MiniLM-L6-v2 / sentence-transformers compute it. Used in notebooks 02, 09."""
+    return l2_normalize(mean_pool(last_hidden_state, attention_mask))

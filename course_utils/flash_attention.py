@@ -13,6 +13,8 @@ unnormalised output (the *online softmax*, Milakov & Gimelshein 2018), so only o
 - ``tile_count(n, causal, window, block_q, block_k)``: how many tiles a call computes (its
   work is tiles × block_q × block_k, not the number of visible pairs).
 - ``check_qkv``: the shape checks every attention variant of notebook 10 shares.
+- ``TensorMemoryMeter`` / ``peak_tensor_bytes``: the peak bytes of the tensors one call
+  creates, counted operator by operator (the memory check of notebook 10's exercise).
 
 Parallelism over query blocks (each worker owns whole query blocks, the outer loop over
 queries) is FlashAttention-2's scheme (Dao 2023); the first paper's outer loop ran over key
@@ -22,6 +24,7 @@ blocks and parallelised over batch and heads only.
 from __future__ import annotations
 
 import math
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -32,8 +35,8 @@ DEFAULT_BLOCK_Q = 256  # tuned on the 2-core course CPU (notebook 10)
 DEFAULT_BLOCK_K = 128
 TILED_TOLERANCE = 1e-5  # fp32: max |tiled - naive| on unit-variance inputs, measured ~1e-7
 
-__all__ = ["DEFAULT_BLOCK_K", "DEFAULT_BLOCK_Q", "TILED_TOLERANCE", "block_mask", "check_qkv",
-           "tile_count", "tiled_attention"]
+__all__ = ["DEFAULT_BLOCK_K", "DEFAULT_BLOCK_Q", "TILED_TOLERANCE", "TensorMemoryMeter", "block_mask",
+           "check_qkv", "peak_tensor_bytes", "tile_count", "tiled_attention"]
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> None:
@@ -225,3 +228,71 @@ def block_mask(
         if not causal:
             allowed &= distance > -window
     return allowed
+
+
+# ----------------------------------------------------------------------------------------
+# memory of one call, counted tensor by tensor (notebook 10's exercise checker)
+
+
+class TensorMemoryMeter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Inside ``with TensorMemoryMeter(exclude=(q, k, v)) as meter:``, ``meter.peak`` is the
+    largest number of bytes held at once by tensors created in the block (storage bytes,
+    each storage counted once however many views share it; storages of ``exclude`` are not
+    counted), and ``meter.largest`` the size of the biggest single one.
+
+    Counted at the level of PyTorch operators (a ``TorchDispatchMode``), so it sees every
+    tensor an attention implementation allocates — the n × n score matrix of the naive one,
+    the tiles of a tiled one — and nothing the allocator or the process does around them:
+    the same numbers on every machine, unlike the resident memory ``tools/bench.py`` probes.
+    A storage is released when the last tensor created in the block that uses it is garbage
+    collected. Dispatch modes are per thread: run multi-threaded code (``tiled_attention``'s
+    workers) with one worker to measure it.
+    """
+
+    def __init__(self, exclude: tuple[torch.Tensor, ...] = ()) -> None:
+        super().__init__()
+        self._skip = {t.untyped_storage().data_ptr() for t in exclude}
+        self._live: dict[int, list] = {}  # storage address -> [bytes, ids of its tensors]
+        self.current = self.peak = self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            self._track(out)
+        elif isinstance(out, (tuple, list)):
+            for item in torch.utils._pytree.tree_leaves(out):
+                if isinstance(item, torch.Tensor):
+                    self._track(item)
+        return out
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        address = storage.data_ptr()
+        if address == 0 or address in self._skip:
+            return
+        entry = self._live.get(address)
+        if entry is None:
+            entry = self._live[address] = [storage.nbytes(), {}]
+            self.current += entry[0]
+            self.peak = max(self.peak, self.current)
+            self.largest = max(self.largest, entry[0])
+        key = id(tensor)
+        if key not in entry[1]:  # an in-place op returns a tensor already counted
+            entry[1][key] = weakref.ref(tensor, lambda _, a=address, k=key: self._release(a, k))
+
+    def _release(self, address: int, key: int) -> None:
+        entry = self._live.get(address)
+        if entry is None:
+            return
+        entry[1].pop(key, None)
+        if not entry[1]:
+            self.current -= entry[0]
+            del self._live[address]
+
+
+def peak_tensor_bytes(fn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> tuple[torch.Tensor, int]:
+    """``(fn(q, k, v, **kwargs), peak bytes of the tensors it created)``, inputs excluded
+    (:class:`TensorMemoryMeter`). The output counts: it is (B, H, Tq, dv), O(n)."""
+    with torch.no_grad(), TensorMemoryMeter(exclude=(q, k, v)) as meter:
+        out = fn(q, k, v, **kwargs)
+    return out, meter.peak

@@ -1,4 +1,4 @@
-"""Used in notebooks 08, 08b: greedy decoding written by hand, then with a hand-written KV cache.
+"""Used in notebook 08: greedy decoding written by hand, then with a hand-written KV cache.
 
 - ``greedy_generate(model, input_ids, n)``: the loop ``model.generate(do_sample=False)``
   runs, written out: run the model on the whole prefix, take the argmax of the last

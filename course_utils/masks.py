@@ -1,8 +1,11 @@
-"""Attention masks (notebook 06). Convention everywhere: boolean, **True = may attend**.
+"""Used in notebooks 05, 06, 10: attention masks. Convention everywhere: boolean, **True = may attend**.
 
 Shapes: ``causal_mask(n)`` and ``sliding_window_mask(n, w)`` are ``(n, n)`` (query, key);
 ``padding_mask(attention_mask)`` is ``(B, 1, 1, T)``: it broadcasts over heads and query
 positions of ``(B, H, Tq, Tk)`` scores. ``combine`` ANDs masks with broadcasting.
+``prefix_lm_mask(n, prefix_len)`` (``(n, n)``: a bidirectional prefix, causal after it) and
+``packed_mask(segment_ids)`` (block-diagonal: several sequences packed into one row attend
+only within their own segment) complete notebook 06's gallery.
 
 Bad input raises a ``ValueError`` naming the argument (``tests/test_validation.py`` feeds
 every function here random bad inputs).
@@ -103,3 +106,45 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
         raise ValueError(f"expected a boolean mask, got dtype {mask.dtype}")
     additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return additive.masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def prefix_lm_mask(n: int, prefix_len: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(n, n)`` prefix-LM mask: every query sees the whole prefix, later keys causally.
+
+    Query i may attend to key j when ``j < prefix_len`` (the prefix, e.g. a prompt, is read
+    bidirectionally as by an encoder) or ``j <= i`` (the continuation is generated left to
+    right). ``prefix_len = 0`` is ``causal_mask(n)``; ``prefix_len = n`` is all True.
+    """
+    _check_size("n", n)
+    if isinstance(prefix_len, bool) or not isinstance(prefix_len, int) or not 0 <= prefix_len <= n:
+        raise ValueError(f"prefix_len must be an integer in 0..n={n}, got {prefix_len!r}")
+    i = torch.arange(n, device=device).unsqueeze(1)  # (n, 1) queries
+    j = torch.arange(n, device=device).unsqueeze(0)  # (1, n) keys
+    return (j <= i) | (j < prefix_len)
+
+
+def packed_mask(segment_ids: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """Block-diagonal mask for sequences packed into one row: attend only within a segment.
+
+    ``segment_ids``: ``(T,)`` or ``(B, T)`` integers, equal for the tokens of one packed
+    sequence (e.g. ``[0, 0, 0, 1, 1, 2, 2, 2]``). Returns ``(T, T)`` or ``(B, 1, T, T)``
+    boolean (True = may attend): query i may see key j when both carry the same id and, with
+    ``causal=True`` (decoder training on packed documents), ``j <= i``.
+    """
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal must be True or False, got {causal!r}")
+    try:
+        segment_ids = torch.as_tensor(segment_ids)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"segment_ids must be a (T,) or (B, T) tensor of integers, got "
+                         f"{type(segment_ids).__name__}") from error
+    if segment_ids.dim() not in (1, 2) or segment_ids.shape[-1] == 0:
+        raise ValueError(f"segment_ids must have shape (T,) or (B, T) with T >= 1, got shape "
+                         f"{tuple(segment_ids.shape)}")
+    if segment_ids.dtype.is_floating_point or segment_ids.dtype.is_complex or segment_ids.dtype == torch.bool:
+        raise ValueError(f"segment_ids must hold integers (one id per packed sequence), got dtype "
+                         f"{segment_ids.dtype}")
+    same = segment_ids.unsqueeze(-1) == segment_ids.unsqueeze(-2)  # (..., T, T): same segment
+    if causal:
+        same = same & causal_mask(segment_ids.shape[-1], device=segment_ids.device)
+    return same if segment_ids.dim() == 1 else same[:, None]  # (T, T) or (B, 1, T, T)

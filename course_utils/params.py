@@ -1,4 +1,4 @@
-"""Checking a notebook's parameters: one clear error for every bad value.
+"""Used in notebooks 00–14: checking a notebook's parameters, one clear error for every bad value.
 
 Used in notebooks 00–12 (the cell right after each ``parameters`` cell) and by
 ``tools/run_notebooks.py`` (which prints a :class:`ParameterError` as one line).

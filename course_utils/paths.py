@@ -1,4 +1,4 @@
-"""Where the course's data files are, in a source checkout or an installed wheel.
+"""Used in notebook 09 (through ``rag``): where the data files are, in a source checkout or an installed wheel.
 
 Used in notebook 09 (through ``course_utils.rag``) and by the tests.
 

@@ -1,4 +1,4 @@
-"""Positional encodings: sinusoidal (Vaswani et al. 2017) and RoPE (Su et al., RoFormer).
+"""Used in notebooks 02, 03, 05: positions — sinusoidal (Vaswani et al. 2017), RoPE (Su et al., RoFormer), ALiBi, T5 buckets.
 
 Used in notebooks 03 and 05, and through ``course_utils.attention`` / ``blocks`` in later ones.
 
@@ -16,6 +16,12 @@ same rotation up to a fixed permutation of the head dimensions, ``rope_adjacent_
 (which is why Llama checkpoints converted between the layouts have their W_Q / W_K rows
 permuted: transformers undoes llama.cpp's permutation when it loads a GGUF).
 
+Beyond RoPE (notebook 03): ALiBi's slopes and causal bias (``alibi_slopes``, ``alibi_bias``),
+T5's relative-position buckets (``t5_relative_position_bucket``), RoFormer's long-range decay
+curve (``rope_decay_bound``) and the frequencies of three context-extension methods
+(``rope_extended_frequencies``: position interpolation, NTK-aware, YaRN); each is checked
+against transformers' own code in ``tests/test_positional_extras.py``.
+
 Every public function refuses bad input with a ``ValueError`` whose message starts with the
 function's name and names the argument: ``"apply_rope: x must be …, got …"``.
 """
@@ -29,6 +35,8 @@ import torch
 __all__ = [
     "sinusoidal_encoding", "rope_frequencies", "rope_wavelengths", "rotate_half",
     "apply_rope", "apply_rope_adjacent_pairs", "rope_adjacent_permutation",
+    "alibi_slopes", "alibi_bias", "t5_relative_position_bucket", "rope_decay_bound",
+    "rope_extended_frequencies", "CONTEXT_EXTENSIONS",
 ]
 
 
@@ -203,3 +211,176 @@ def rope_adjacent_permutation(head_dim: int) -> torch.Tensor:
     _positive_int("rope_adjacent_permutation", "head_dim", head_dim, even=True)
     half = head_dim // 2
     return torch.stack((torch.arange(half), torch.arange(half) + half), dim=1).flatten()
+
+
+# --- Relative position schemes beyond RoPE (notebook 03) ----------------------------------
+#
+# ALiBi (Press, Smith & Lewis 2022, "Train Short, Test Long") adds nothing to the tokens: it
+# adds a fixed, head-specific linear penalty -m_h · (i - j) to the attention score of query i
+# on key j. T5 (Raffel et al. 2020, §2.1) learns one scalar bias per (head, bucket), where a
+# bucket groups relative distances: exact for small ones, logarithmic up to max_distance.
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes ``m_h``, shape ``(n_heads,)``, float32.
+
+    For ``n_heads`` a power of 2 the paper's closed form: ``m_h = 2^(-8h / n_heads)``,
+    h = 1 … n_heads (8 heads: 1/2, 1/4, …, 1/256). Otherwise (the paper's rule, and its
+    reference code): the slopes of the closest smaller power of 2, ``n``, then every other
+    slope of ``2n`` heads (the odd ones, ``2^(-8h / 2n)`` for h = 1, 3, 5, …) until there are
+    ``n_heads``.
+    """
+    _positive_int("alibi_slopes", "n_heads", n_heads)
+
+    def power_of_2(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    closest = 2 ** math.floor(math.log2(n_heads))
+    slopes = power_of_2(closest) + power_of_2(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float64).to(torch.float32)
+
+
+def alibi_bias(n: int, n_heads: int) -> torch.Tensor:
+    """ALiBi's causal attention bias, shape ``(n_heads, n, n)``, float32.
+
+    ``bias[h, i, j] = -m_h · (i - j)`` for keys at or before the query (j ≤ i) and ``-inf``
+    for later keys (ALiBi was introduced for decoders; the causal mask is part of the bias).
+    Add it to the scaled scores ``q·k/√d`` before the softmax; no position is added to the
+    token vectors. Shifting both positions by the same amount leaves it unchanged.
+    """
+    _positive_int("alibi_bias", "n", n)
+    _positive_int("alibi_bias", "n_heads", n_heads)
+    positions = torch.arange(n)
+    distance = (positions[:, None] - positions[None, :]).to(torch.float32)  # (n, n): i - j
+    bias = -alibi_slopes(n_heads)[:, None, None] * distance  # (H, n, n)
+    return bias.masked_fill(distance < 0, float("-inf"))
+
+
+def t5_relative_position_bucket(
+    relative_position: torch.Tensor,
+    bidirectional: bool = True,
+    num_buckets: int = 32,
+    max_distance: int = 128,
+) -> torch.Tensor:
+    """T5's bucket index for each relative position ``key position - query position``.
+
+    relative_position: integer tensor of any shape; returns an int64 tensor of the same
+    shape, values in ``[0, num_buckets)``. Bidirectional (the encoder): half of the buckets
+    for keys after the query, half for keys at or before it. Unidirectional (the decoder):
+    keys after the query all fall into bucket 0 (the causal mask hides them anyway). Of each
+    half, the first ``max_exact = buckets // 2`` buckets are exact distances 0 … max_exact-1;
+    the rest cover max_exact … max_distance in logarithmically growing bins, and every
+    distance ≥ max_distance shares the last bucket. The logarithm is computed in float32 in
+    the same order as T5's code (Mesh TensorFlow, transformers' ``T5Attention``), so the
+    buckets agree exactly even at bin edges.
+    """
+    if not isinstance(relative_position, torch.Tensor) or relative_position.dtype.is_floating_point \
+            or relative_position.dtype.is_complex or relative_position.dtype == torch.bool:
+        got = relative_position.dtype if isinstance(relative_position, torch.Tensor) else type(relative_position).__name__
+        raise _fail("t5_relative_position_bucket",
+                    f"relative_position must be an integer tensor (key - query positions), got {got}")
+    _positive_int("t5_relative_position_bucket", "num_buckets", num_buckets, even=bidirectional)
+    _positive_int("t5_relative_position_bucket", "max_distance", max_distance)
+    buckets = torch.zeros_like(relative_position, dtype=torch.long)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0).long() * num_buckets  # keys after the query: upper half
+        distance = relative_position.abs().long()
+    else:
+        distance = (-relative_position).clamp(min=0).long()  # only keys before the query count
+    max_exact = num_buckets // 2
+    if max_exact < 1 or max_distance <= max_exact:
+        raise _fail("t5_relative_position_bucket",
+                    f"need num_buckets ≥ {4 if bidirectional else 2} and max_distance > {max(max_exact, 1)} "
+                    f"(exact buckets), got num_buckets={num_buckets * (2 if bidirectional else 1)}, "
+                    f"max_distance={max_distance}")
+    # log-spaced bins between max_exact and max_distance (the value at distance 0 is unused)
+    log_ratio = torch.log(distance.float() / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).to(torch.long)
+    large = large.clamp(max=num_buckets - 1)
+    return buckets + torch.where(distance < max_exact, distance, large)
+
+
+# --- RoPE's long-range decay and context extension (notebook 03) ---------------------------
+
+
+def rope_decay_bound(head_dim: int, base: float, distances: torch.Tensor) -> torch.Tensor:
+    """RoFormer's long-term-decay curve: ``mean_j |S_j(r)|`` for each relative distance r.
+
+    ``S_j(r) = Σ_{i<j} exp(i · r · θ_i)`` with ``θ_i = base^(-2i/d)`` (Su et al. 2021, §3.4.3).
+    By Abel summation, for any q, k: ``|RoPE(q, m)·RoPE(k, n)| ≤ max_i |h_{i+1} - h_i| ·
+    Σ_j |S_j(m - n)|``, where ``h_i`` is pair i of q times the conjugate of pair i of k as
+    complex numbers (and ``h_{d/2} = 0``), so this mean bounds the score's size up to a
+    factor set by q and k. distances: ``(R,)`` integers ≥ 0; returns ``(R,)`` float64.
+    """
+    _positive_int("rope_decay_bound", "head_dim", head_dim, even=True)
+    base = _base("rope_decay_bound", base)
+    distances = torch.as_tensor(distances)
+    if distances.dtype.is_floating_point or distances.dim() != 1:
+        raise _fail("rope_decay_bound", f"distances must be a 1-D integer tensor, got dtype "
+                                        f"{distances.dtype}, shape {tuple(distances.shape)}")
+    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (d/2,)
+    phases = torch.polar(torch.ones(len(distances), len(theta), dtype=torch.float64),
+                         distances.double()[:, None] * theta)  # (R, d/2): e^{i r θ_i}
+    partial_sums = phases.cumsum(dim=-1)  # (R, d/2): S_1 … S_{d/2}
+    return partial_sums.abs().mean(dim=-1)
+
+
+CONTEXT_EXTENSIONS = ("none", "position_interpolation", "ntk", "yarn")
+
+
+def rope_extended_frequencies(
+    head_dim: int,
+    base: float,
+    factor: float,
+    method: str,
+    original_context: int,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+) -> tuple[torch.Tensor, float]:
+    """RoPE frequencies for a context ``factor`` × longer than trained: ``((d/2,), scale)``.
+
+    Returns ``(inv_freq, attention_scaling)``: float32 frequencies per pair (radians per
+    position) and the factor the cos/sin tables are multiplied by (1 except for YaRN).
+
+    - ``"none"``: the trained frequencies ``base^(-2i/d)``.
+    - ``"position_interpolation"`` (Chen et al. 2023): positions scaled by 1/factor, i.e. every
+      frequency divided by ``factor``: the longer context maps onto the trained angle range.
+    - ``"ntk"`` ("NTK-aware", bloc97 2023): the base is raised to ``base · factor^(d/(d-2))``:
+      the fastest pair is unchanged, the slowest is slowed by exactly ``factor``.
+    - ``"yarn"`` (Peng et al. 2023): per pair, by the number of turns ``r = L / wavelength`` it
+      makes in the trained context L: pairs with r > beta_fast keep their frequency, pairs
+      with r < beta_slow are interpolated like position interpolation, a linear ramp in the
+      pair index in between (the correction range of the YaRN reference code and
+      transformers), plus an attention temperature: ``attention_scaling = 0.1 ln(factor) + 1``.
+    """
+    _positive_int("rope_extended_frequencies", "head_dim", head_dim, even=True)
+    base = _base("rope_extended_frequencies", base)
+    _positive_int("rope_extended_frequencies", "original_context", original_context)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) \
+            or factor < 1:
+        raise _fail("rope_extended_frequencies", f"factor must be a finite number ≥ 1, got {factor!r}")
+    if method not in CONTEXT_EXTENSIONS:
+        raise _fail("rope_extended_frequencies", f"method must be one of {CONTEXT_EXTENSIONS}, got {method!r}")
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim  # (d/2,): 2i/d
+    inv_freq = 1.0 / base ** exponents
+    if method == "none":
+        return inv_freq, 1.0
+    if method == "position_interpolation":
+        return inv_freq / factor, 1.0
+    if method == "ntk":
+        return 1.0 / (base * factor ** (head_dim / (head_dim - 2))) ** exponents, 1.0
+
+    def pair_with_turns(turns: float) -> float:  # the (fractional) pair index making `turns` turns in L
+        return head_dim * math.log(original_context / (turns * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(pair_with_turns(beta_fast)), 0)
+    high = min(math.ceil(pair_with_turns(beta_slow)), head_dim - 1)
+    if low == high:
+        high += 0.001  # as the reference code: avoid a zero-width ramp
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)  # 0 fast … 1 slow
+    interpolated = 1.0 / (factor * base ** exponents)
+    extrapolated = 1.0 / base ** exponents
+    keep = 1 - ramp  # share of the original frequency
+    yarn = interpolated * (1 - keep) + extrapolated * keep
+    return yarn, (0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0)

@@ -1,4 +1,4 @@
-"""Retrieval-augmented generation: retrieve passages, then answer from them.
+"""Used in notebook 09: retrieval-augmented generation, retrieve passages, then answer from them.
 
 Used in notebook 09.
 

@@ -1,4 +1,4 @@
-"""Reproducibility: one call seeds every RNG and fixes the thread count; the device.
+"""Used in notebooks 00–14: reproducibility, one call seeds every RNG and fixes the thread count; the device.
 
 Used in every notebook (``seed_everything``); ``course_device`` in 10, 12 and
 ``task bench`` (an opt-in GPU).

@@ -694,3 +694,88 @@ def tokens_per_character(texts: str | Sequence[str], encode: Callable[[str], Seq
     if characters == 0:
         raise ValueError("texts are empty: expected at least one character to measure")
     return sum(len(encode(t)) for t in texts) / characters
+
+
+# --- WordPiece (BERT, MiniLM) ------------------------------------------------------------
+
+
+def wordpiece_word(
+    word: str,
+    vocab: Mapping[str, int] | set[str],
+    unk_token: str = "[UNK]",
+    prefix: str = "##",
+    max_chars: int = 100,
+) -> list[str]:
+    """WordPiece pieces of one pre-tokenized ``word``: greedy longest match first.
+
+    From the start of the word, take the longest prefix that is in ``vocab``; then, from where
+    it ended, the longest ``prefix + rest`` ("##ization") that is in ``vocab``; and so on. If
+    at some point no piece matches, the *whole word* becomes ``unk_token`` (not just the
+    unmatched part), as does a word longer than ``max_chars`` characters. This is BERT's
+    ``WordpieceTokenizer.tokenize`` (google-research/bert ``tokenization.py``) and the
+    ``tokenizers`` library's ``WordPiece`` model. Used in notebook 01.
+    """
+    if not isinstance(word, str):
+        raise ValueError(f"word must be a str, got {type(word).__name__}")
+    if not word:
+        return []
+    if len(word) > max_chars:
+        return [unk_token]
+    pieces: list[str] = []
+    start = 0
+    while start < len(word):
+        end = len(word)
+        while end > start:  # shrink the candidate until it is a vocabulary entry
+            candidate = word[start:end] if start == 0 else prefix + word[start:end]
+            if candidate in vocab:
+                break
+            end -= 1
+        if end == start:
+            return [unk_token]
+        pieces.append(candidate)
+        start = end
+    return pieces
+
+
+def wordpiece_encode(
+    text: str,
+    vocab: Mapping[str, int],
+    pre_tokenize: Callable[[str], list[str]],
+    unk_token: str = "[UNK]",
+    prefix: str = "##",
+    max_chars: int = 100,
+) -> list[str]:
+    """WordPiece tokens of ``text`` (no special tokens): ``pre_tokenize`` then ``wordpiece_word``.
+
+    ``pre_tokenize(text) -> words`` is the tokenizer's own normalisation and word split (for
+    BERT: lower-case, strip accents, split on whitespace and punctuation, every CJK character a
+    word); ``bert_pre_tokenizer(tokenizer)`` builds it from a Hugging Face fast tokenizer.
+    Ids are ``[vocab[t] for t in tokens]``. Used in notebook 01 (checked equal to MiniLM's
+    tokenizer in the notebook and in ``tests/test_tokenization_wordpiece.py``).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    if unk_token not in vocab:
+        raise ValueError(f"unk_token {unk_token!r} is not in vocab: every WordPiece vocabulary needs it")
+    return [piece for word in pre_tokenize(text)
+            for piece in wordpiece_word(word, vocab, unk_token, prefix, max_chars)]
+
+
+def bert_pre_tokenizer(tokenizer) -> Callable[[str], list[str]]:
+    """``text -> words`` with a Hugging Face fast WordPiece tokenizer's normalizer and
+    pre-tokenizer (the steps before the WordPiece model), so ``wordpiece_encode`` replaces
+    only the model step."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    model = json.loads(backend.to_str())["model"] if backend is not None else {}
+    if model.get("type") != "WordPiece":
+        raise ValueError(
+            f"expected a fast tokenizer with a WordPiece model (BERT-family), got "
+            f"{type(tokenizer).__name__} with model {model.get('type')!r}"
+        )
+    normalizer, pre = backend.normalizer, backend.pre_tokenizer
+
+    def pre_tokenize(text: str) -> list[str]:
+        normal = normalizer.normalize_str(text) if normalizer is not None else text
+        return [word for word, _ in pre.pre_tokenize_str(normal)] if pre is not None else normal.split()
+
+    return pre_tokenize

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax as scipy_softmax
 
-from course_utils.exercises.nb04 import check_antecedent_attention, check_attention, check_softmax
+from course_utils.exercises.nb04 import (
+    check_antecedent_attention,
+    check_attention,
+    check_self_attention,
+    check_softmax,
+)
 from course_utils.solutions import nb04 as solutions
 
 
@@ -84,3 +89,55 @@ def test_antecedent_mistakes():
         return int(weights.argmax()), 0, float(weights.max())
 
     assert "unravel_index" in _message(check_antecedent_attention(flat_index))
+
+
+@pytest.mark.slow
+def test_self_attention_reference_equals_minilm_sublayer(encoder):
+    """The reference SelfAttention, loaded with a MiniLM layer, = BertSelfAttention + output.dense."""
+    from conftest import PADDED_PAIR
+
+    model, tokenizer = encoder
+    batch = tokenizer(PADDED_PAIR, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        hidden = model(**batch, output_hidden_states=True).hidden_states
+    for index in (0, 5):
+        layer = model.encoder.layer[index].attention
+        ours = solutions.SelfAttention(model.config.hidden_size, model.config.num_attention_heads)
+        ours.load_state_dict({**{f"{n}.{p}": t for n in ("query", "key", "value")
+                                 for p, t in getattr(layer.self, n).state_dict().items()},
+                              **{f"out.{p}": t for p, t in layer.output.dense.state_dict().items()}})
+        additive = (1.0 - batch["attention_mask"][:, None, None, :].float()) * torch.finfo(torch.float32).min
+        with torch.no_grad():
+            context, _ = layer.self(hidden[index], attention_mask=additive)  # transformers' own attention
+            expected = layer.output.dense(context)
+            got = ours(hidden[index], batch["attention_mask"].bool()[:, None, None, :])
+        real = batch["attention_mask"].bool()  # padded query rows: both attend to the real keys only
+        assert (got - expected)[real].abs().max() < 1e-5
+    assert check_self_attention(solutions.SelfAttention, model=model).passed
+
+
+@pytest.mark.slow
+def test_self_attention_checker_reports_a_stub(encoder):
+    class Stub(torch.nn.Module):
+        def __init__(self, d_model, n_heads):
+            super().__init__()
+            raise NotImplementedError
+
+    assert "not attempted" in _message(check_self_attention(Stub, model=encoder[0]))
+
+
+@pytest.mark.slow
+def test_self_attention_checker_on_a_distilbert_layout(tmp_path):
+    """Another family (DistilBERT: q_lin/k_lin/v_lin/out_lin) is checked against its own sublayer."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    from course_utils.models import encoder_dir
+
+    torch.manual_seed(0)
+    model = DistilBertModel(DistilBertConfig(n_layers=2, n_heads=4, dim=64, hidden_dim=128,
+                                             attn_implementation="eager")).eval()
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(encoder_dir()).save_pretrained(tmp_path)
+    model.config._name_or_path = str(tmp_path)
+    result = check_self_attention(solutions.SelfAttention, model=model)
+    assert result.passed, result.message

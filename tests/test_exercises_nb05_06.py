@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.llama.modeling_llama import repeat_kv
 
+from course_utils import masks
 from course_utils.exercises import nb05, nb06
 from course_utils.solutions import nb05 as sol05
 from course_utils.solutions import nb06 as sol06
@@ -16,10 +17,62 @@ pytestmark = pytest.mark.usefixtures("learner_mode")  # checkers judge the given
 
 
 def test_references_pass_their_checkers():
+    """The fast checkers; check_gqa and the model-backed mask checks are in the mutation tests."""
     assert nb05.check_split_heads(sol05.split_heads).passed
     assert nb05.check_repeat_kv_heads(sol05.repeat_kv_heads).passed
     assert nb06.check_causal_padding_mask(sol06.causal_padding_mask).passed
-    assert nb06.check_sliding_window(sol06.sliding_window).passed
+    assert nb06.check_sliding_window_mask(sol06.sliding_window_mask).passed
+
+
+def _random_llama_attention(heads=6, kv_heads=2, head_dim=8, bias=True, seed=0):
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRotaryEmbedding
+
+    config = LlamaConfig(hidden_size=heads * head_dim, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         head_dim=head_dim, attention_bias=bias, rope_theta=10000.0, intermediate_size=32,
+                         num_hidden_layers=1)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    attention = LlamaAttention(config, layer_idx=0).eval()
+    with torch.no_grad():
+        for parameter in attention.parameters():
+            parameter.normal_(0, 0.3)
+    return config, attention, LlamaRotaryEmbedding(config)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "bias"), [(6, 2, True), (4, 4, False), (4, 1, False)])
+def test_grouped_query_attention_equals_transformers_llama_attention(heads, kv_heads, bias):
+    """GQA, MHA (kv = heads) and MQA (kv = 1) against transformers' LlamaAttention and its cache."""
+    from transformers import DynamicCache
+
+    config, attention, rotary = _random_llama_attention(heads, kv_heads, bias=bias)
+    ours = sol05.GroupedQueryAttention(config.hidden_size, heads, kv_heads, rope_base=10000.0, bias=bias).eval()
+    ours.load_state_dict(attention.state_dict())
+    x = torch.randn(2, 7, config.hidden_size)
+    positions = torch.arange(7)
+    causal = torch.ones(7, 7, dtype=torch.bool).tril()
+    additive = torch.zeros(7, 7).masked_fill(~causal, float("-inf"))[None, None]
+    cache = DynamicCache(config=config)
+    with torch.no_grad():
+        expected = attention(x, rotary(x, positions[None]), additive, past_key_values=cache)[0]
+        got, (k, v) = ours(x, positions, causal)
+        # one decoding step with the cache of the first 6 positions = the full sequence's last row
+        step, (k_step, _) = ours(x[:, -1:], positions[-1:], None, (k[:, :, :-1], v[:, :, :-1]))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(k, cache.layers[0].keys, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(v, cache.layers[0].values, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(step, expected[:, -1:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(k_step, k, atol=1e-6, rtol=1e-5)
+
+
+def test_mask_piece_equals_course_masks_and_torch():
+    for n in (1, 4, 9):
+        assert torch.equal(sol06.causal_mask(n), torch.ones(n, n).tril().bool())
+        for window in (1, 2, n):
+            assert torch.equal(sol06.sliding_window_mask(n, window), masks.sliding_window_mask(n, window))
+    attention_mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    got = sol06.padding_mask(attention_mask)
+    assert got.shape == (2, 1, 1, 3) and torch.equal(got, masks.padding_mask(attention_mask))
 
 
 def test_split_heads_rebuilds_nn_multihead_attention():
@@ -59,59 +112,10 @@ def test_causal_padding_mask_matches_sdpa_on_unpadded_sequences():
         torch.testing.assert_close(ours[b:b + 1, :, :length], alone, atol=1e-6, rtol=1e-5)
 
 
-def test_sliding_window_matches_a_band_matrix():
+def test_sliding_window_mask_matches_a_band_matrix():
     for n, window in ((6, 1), (6, 3), (5, 5), (4, 9)):
         band = torch.ones(n, n).tril().triu(-(window - 1)).bool()  # diagonals 0 .. -(window - 1)
-        assert torch.equal(sol06.sliding_window(n, window), band)
-
-
-def test_split_heads_mistakes():
-    no_transpose = nb05.check_split_heads(lambda x, h: x.view(x.shape[0], x.shape[1], h, -1))
-    assert not no_transpose.passed and "transpose" in no_transpose.message
-    direct = nb05.check_split_heads(lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1))
-    assert not direct.passed and "mixes positions" in direct.message
-
-
-def test_repeat_kv_heads_mistakes():
-    tiled = nb05.check_repeat_kv_heads(lambda kv, h: kv.repeat(1, h // kv.shape[1], 1, 1))
-    assert not tiled.passed and "h // group" in tiled.message
-    unchanged = nb05.check_repeat_kv_heads(lambda kv, h: kv)
-    assert not unchanged.passed and "shape" in unchanged.message
-
-
-def test_causal_padding_mask_mistakes():
-    def no_head_axis(attention_mask):
-        return sol06.causal_padding_mask(attention_mask)[:, 0]
-
-    def no_causal(attention_mask):
-        t = attention_mask.shape[1]
-        return attention_mask.bool()[:, None, None, :].expand(-1, 1, t, t)
-
-    def no_padding(attention_mask):
-        b, t = attention_mask.shape
-        return torch.ones(t, t, dtype=torch.bool).tril().expand(b, 1, t, t)
-
-    for wrong, words in ((no_head_axis, "head axis"), (no_causal, "later key"),
-                         (no_padding, "padding key")):
-        result = nb06.check_causal_padding_mask(wrong)
-        assert not result.passed and words in result.message, result.message
-    as_int = nb06.check_causal_padding_mask(lambda m: sol06.causal_padding_mask(m).long())
-    assert not as_int.passed and "boolean" in as_int.message
-
-
-def test_sliding_window_mistakes():
-    def off_by_one(n, window):
-        i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
-        return (j <= i) & (j >= i - window)
-
-    def symmetric(n, window):
-        i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
-        return (i - j).abs() < window
-
-    result = nb06.check_sliding_window(off_by_one)
-    assert not result.passed and "off-by-one" in result.message
-    result = nb06.check_sliding_window(symmetric)
-    assert not result.passed and "later key" in result.message
+        assert torch.equal(sol06.sliding_window_mask(n, window), band)
 
 
 def test_not_attempted_is_reported():
@@ -119,6 +123,20 @@ def test_not_attempted_is_reported():
         raise NotImplementedError
 
     for check in (nb05.check_split_heads, nb05.check_repeat_kv_heads,
-                  nb06.check_causal_padding_mask, nb06.check_sliding_window):
+                  nb06.check_causal_padding_mask, nb06.check_sliding_window_mask):
         result = check(stub)
+        assert not result.passed and "not attempted" in result.message
+
+
+@pytest.mark.slow
+def test_gqa_and_mask_checkers_report_not_attempted_for_stubs():
+    class Stub(nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+            raise NotImplementedError
+
+    def stub(*args):
+        raise NotImplementedError
+
+    for result in (nb05.check_gqa(Stub), nb06.check_causal_mask(stub), nb06.check_padding_mask(stub)):
         assert not result.passed and "not attempted" in result.message

@@ -101,3 +101,47 @@ def test_block_parameters_checker():
     ):
         result = check_block_parameters(wrong)
         assert not result.passed and words in result.message, result.message
+
+
+def test_post_norm_block_reference_equals_torch_encoder_layer():
+    """The 07.1 reference block = torch's post-norm TransformerEncoderLayer (GELU, same weights)."""
+    torch.manual_seed(0)
+    d, h, f = 32, 4, 64
+    layer = torch.nn.TransformerEncoderLayer(d, h, f, dropout=0.0, activation="gelu", batch_first=True,
+                                             norm_first=False, layer_norm_eps=1e-12).eval()
+    block = solutions.PostNormBlock(d, h, f, eps=1e-12).eval()
+    with torch.no_grad():
+        q, k, v = layer.self_attn.in_proj_weight.chunk(3)
+        qb, kb, vb = layer.self_attn.in_proj_bias.chunk(3)
+        for target, w, b in ((block.attn.query, q, qb), (block.attn.key, k, kb), (block.attn.value, v, vb),
+                             (block.attn.out, layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias),
+                             (block.ffn_up, layer.linear1.weight, layer.linear1.bias),
+                             (block.ffn_down, layer.linear2.weight, layer.linear2.bias),
+                             (block.attn_norm, layer.norm1.weight, layer.norm1.bias),
+                             (block.ffn_norm, layer.norm2.weight, layer.norm2.bias)):
+            target.weight.copy_(w)
+            target.bias.copy_(b)
+        x = torch.randn(2, 5, d)
+        keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+        ours = block(x, keep.bool()[:, None, None, :])
+        theirs = layer(x, src_key_padding_mask=~keep.bool())
+    real = keep.bool()
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=0)
+
+
+def test_post_norm_encoder_reference_equals_a_random_bert():
+    from transformers import BertConfig, BertModel
+
+    from course_utils.exercises.nb07 import _fill_encoder
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64, max_position_embeddings=16), add_pooling_layer=False).eval()
+    encoder = solutions.PostNormEncoder(50, 16, 32, 4, 64, 2, eps=bert.config.layer_norm_eps)
+    _fill_encoder(encoder, bert)
+    ids = torch.randint(0, 50, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    with torch.no_grad():
+        ours = encoder.eval()(ids, mask)
+        theirs = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours[mask.bool()], theirs[mask.bool()], atol=1e-5, rtol=0)

@@ -94,3 +94,38 @@ def test_patchify_diagnoses_typical_mistakes():
         assert not result.passed and words in result.message, result.message
     result = checks.check_patchify(lambda images, p: images)
     assert not result.passed and "shape" in result.message
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True,
+                         rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                         eos_token_id=95, bos_token_id=0, pad_token_id=95)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_llama_references_reproduce_a_random_llama_and_generate():
+    """check_llama on a random 2-layer Llama: logits, cache and greedy ids vs the model."""
+    model = _tiny_llama()
+    pieces = {"RMSNorm": solutions.RMSNorm, "SwiGLU": solutions.SwiGLU, "LlamaBlock": solutions.LlamaBlock,
+              "generate_greedy": solutions.generate_greedy}
+    result = checks.check_llama(pieces, model=model, prompt_ids=[3, 17, 42, 8, 60], max_new_tokens=12)
+    assert result.passed, result.message
+
+
+def test_llama_check_names_a_loop_that_resets_positions():
+    def reset(step, prompt_ids, max_new_tokens, eos_id=None):
+        logits, past = step(torch.tensor([prompt_ids]), torch.arange(len(prompt_ids)), None)
+        new = []
+        for _ in range(max_new_tokens):
+            new.append(int(logits[0, -1].argmax()))
+            logits, past = step(torch.tensor([[new[-1]]]), torch.tensor([0]), past)
+        return new
+
+    pieces = {"RMSNorm": solutions.RMSNorm, "SwiGLU": solutions.SwiGLU, "LlamaBlock": solutions.LlamaBlock,
+              "generate_greedy": reset}
+    result = checks.check_llama(pieces, model=_tiny_llama(), prompt_ids=[3, 17, 42], max_new_tokens=6)
+    assert not result.passed and "positions" in "\n".join(result.failures)

@@ -16,3 +16,9 @@ def mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torc
     """``(B, T, C), (B, T) -> (B, C)``: the mean over real tokens (mask 1), padding ignored."""
     mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (B, T, 1)
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1)  # (B, C)
+
+
+# 02.1 and 02.4: the course's own versions (read them in course_utils/embeddings.py).
+from course_utils.embeddings import bert_embeddings, sentence_embedding  # noqa: E402
+
+__all__ = ["bert_embeddings", "cosine_similarity", "mean_pool", "sentence_embedding"]
