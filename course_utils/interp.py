@@ -1,4 +1,4 @@
-"""Used in notebook 14: inside a decoder — logit lens, activation patching, direct logit attribution,
+"""Used in notebooks 12, 14: inside a decoder — logit lens, activation patching, direct logit attribution,
 and the induction circuit read from the weights — with hooks written from scratch.
 
 Used in notebooks 12 (the induction circuit's weights) and 14 (SmolLM2 from the inside).
