@@ -25,7 +25,6 @@ tensor is ``(B, H)``; average over the batch axis yourself.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -595,27 +594,14 @@ def layer_ablation_effects(model: nn.Module, metric: Callable[[], float]) -> tor
 
 
 def word_token_index(tokenizer, text: str, word: str) -> int:
-    """Token index of ``word`` in ``text``, found by character offsets, not token strings.
+    """Token index of ``word``'s first whole-word occurrence in ``text``, by character offsets.
 
-    Finds the first whole-word, case-insensitive occurrence of ``word`` in ``text``, then
-    the first token whose character span (the fast tokenizer's ``offset_mapping``) overlaps
-    it. The index counts special tokens (``[CLS]`` is 0 for BERT), so it indexes the rows
-    and columns of the model's attention maps. Works whatever the tokenizer does to the
-    string (lower-casing, ``##`` pieces, ``Ġ`` spaces); a word split into several pieces
-    gives its first piece.
+    Notebook 11's name for ``course_utils.families.find_word`` (its one implementation):
+    the index counts special tokens, so it indexes the rows of the attention maps.
     """
-    if not isinstance(text, str) or not isinstance(word, str) or not word.strip():
-        raise ValueError(f"text and word must be strings, word non-empty; got {text!r}, {word!r}")
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("word_token_index needs a fast tokenizer (it reads offset_mapping)")
-    match = re.search(rf"(?<!\w){re.escape(word.strip())}(?!\w)", text, flags=re.IGNORECASE)
-    if match is None:
-        raise ValueError(f"the word {word!r} does not occur in {text!r}")
-    offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
-    for index, (start, end) in enumerate(offsets):
-        if end > start and start < match.end() and end > match.start():
-            return index
-    raise ValueError(f"no token of {text!r} covers the word {word!r} (truncated?)")
+    from course_utils.families import find_word
+
+    return find_word(tokenizer, text, word)
 
 
 def antecedent_preference(
