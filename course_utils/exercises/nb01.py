@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import cache
 
 from course_utils import tokenization
-from course_utils.exercises import CheckResult, filling_solutions, run_check
+from course_utils.exercises import CheckResult, run_check
 from course_utils.solutions import nb01 as solutions
 
 PAIR_CASES = [
@@ -109,23 +109,7 @@ def judge_against(name: str, learner_fn: Callable, solution_fn: Callable, expect
     reference *solution* here, so the solution is judged against the model: ``run_check``
     alone would fill in ``expected_fn`` and compare the model with itself.
     """
-    filled: list[bool] = []
-
-    def learner_or_solution(*args, **kwargs):
-        try:
-            return learner_fn(*args, **kwargs)
-        except NotImplementedError:
-            if not filling_solutions():
-                raise
-            filled.append(True)
-            return solution_fn(*args, **kwargs)
-
-    result = run_check(name, learner_or_solution, expected_fn, cases, diagnose, hint=True, verbose=False)
-    if filled and result.passed:
-        result.message = result.message[:-1] + " (reference solution filled in: COURSE_FILL_SOLUTIONS=1)."
-        result.used_reference = True
-    print(result.message)
-    return result
+    return run_check(name, learner_fn, expected_fn, cases, diagnose, solution_fn=solution_fn)
 
 
 # --- 01.3: the piece `bpe`: train_bpe -----------------------------------------------------
@@ -133,7 +117,7 @@ def judge_against(name: str, learner_fn: Callable, solution_fn: Callable, expect
 PRETOKENIZE = tokenization.GPT2_PRETOKENIZER  # a callable: text -> chunks (GPT-2's pattern)
 
 
-@cache
+
 def _train_texts() -> tuple[tuple[str, int], ...]:
     """(text, num_merges) cases: tiny ones with a known trap each, then a real corpus slice."""
     varied = tokenization.varied_text(4_000)
