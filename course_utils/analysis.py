@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from course_utils import families
 from course_utils.attention import MultiHeadAttention
 from course_utils.blocks import CausalLM, TransformerConfig
 
@@ -396,37 +397,34 @@ def uniform_induction_baseline(
 # ablations
 
 
-def head_output_projections(model: nn.Module) -> list[tuple[nn.Linear, int]]:
+def head_output_projections(model: nn.Module) -> list[tuple[nn.Module, int]]:
     """``(output projection, number of heads)`` per layer, in layer order.
 
     The output projection W_O reads the concatenated heads ``[head_0 | head_1 | ...]``, so
     zeroing a slice of its *input* removes exactly one head's contribution. Supports
-    course models (``course_utils.attention.MultiHeadAttention``), BERT-like
-    (``encoder.layer[i].attention.output.dense``) and Llama-like
-    (``layers[i].self_attn.o_proj``) transformers models.
+    course models (``course_utils.attention.MultiHeadAttention``) and every transformers
+    family of ``course_utils.families`` (BERT, DistilBERT, RoBERTa, GPT-2, Llama, Qwen2,
+    Mistral; T5's encoder), through ``families.output_projection``.
     """
     course = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
     if course:
         return [(m.out_proj, m.num_heads) for m in course]
-    base = getattr(model, "base_model", model)
-    config = getattr(model, "config", None)
-    heads = getattr(config, "num_attention_heads", None)
-    if heads is not None and hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
-        return [(layer.attention.output.dense, heads) for layer in base.encoder.layer]
-    if heads is not None and hasattr(base, "layers"):
-        return [(layer.self_attn.o_proj, heads) for layer in base.layers]
-    raise ValueError(
-        f"don't know where the heads of a {type(model).__name__} are: expected course "
-        "MultiHeadAttention modules, a BERT-like encoder.layer or a Llama-like layers list"
-    )
+    try:
+        view = families.describe(model)
+    except ValueError as error:
+        raise ValueError(
+            f"don't know where the heads of a {type(model).__name__} are: expected course "
+            f"MultiHeadAttention modules or a supported transformers model ({error})"
+        ) from None
+    return [(families.output_projection(model, i), view.n_heads) for i in range(view.n_layers)]
 
 
-def transformer_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks (BERT ``encoder.layer``, Llama ``layers``, or a course
-    model's ``blocks``/``layers``)."""
+def transformer_layers(model: nn.Module) -> Sequence[nn.Module]:
+    """The transformer blocks, in order: a course model's ``blocks``/``layers``, or the
+    layers of any ``course_utils.families`` model (BERT ``encoder.layer``, GPT-2 ``h``, …)."""
     base = getattr(model, "base_model", model)
-    if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
-        return base.encoder.layer
+    if hasattr(model, "config") and getattr(model.config, "model_type", None) in families.SUPPORTED_FAMILIES:
+        return families.layers(model)
     owners = (base, getattr(base, "encoder", None), getattr(base, "model", None),
               getattr(base, "transformer", None))
     for owner in owners:

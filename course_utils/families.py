@@ -20,8 +20,10 @@ The API::
     layers(model) -> list[nn.Module]                       the transformer layers, in order
     attention_weights(model, i) -> AttentionWeights        q, k, v, o: (weight (out, in), bias)
     ffn_weights(model, i) -> FFNWeights                    up, down (, gate): same convention
+    output_projection(model, i) -> nn.Module               W_O, the module reading the heads
     layer_norms(model, i) -> (attn_norm, ffn_norm)         the layer's two norm modules
     final_norm(model) -> nn.Module | None                  the norm after the last layer
+    encoder_modules(model, i) -> EncoderModules            an encoder layer's modules, by role
     embed(model, input_ids, token_type_ids=None)           (B, T, C): the input to layer 0
     token_embedding_matrix(model) -> (V, C)
     position_embedding_matrix(model) -> (P, C) | None      rows in position order (offset removed)
@@ -29,6 +31,7 @@ The API::
     relative_position_bias(model, q_len, k_len)            T5's additive bias (1, H, Tq, Tk)
     model_inputs(tokenizer, model, texts, **kw)            tokenizer output the model accepts
     find_word(tokenizer, text, word, occurrence=1) -> int  token index by character offsets
+    word_token_ids(tokenizer, word) -> list[int]           a word's ids inside a sentence
 
 Copying these weights into the course's own modules (``mha_from_layer``, ``block_from_layer``,
 ``load_encoder_weights``) lives in ``course_utils.weights``; the three names are importable
@@ -414,6 +417,23 @@ def attention_weights(model: nn.Module, layer: int, stack: str = "encoder") -> A
     return AttentionWeights(_linear(a.q), _linear(a.k), _linear(a.v), _linear(a.o))
 
 
+def output_projection(model: nn.Module, layer: int, stack: str = "encoder") -> nn.Module:
+    """The module that reads layer ``layer``'s concatenated heads ``[head_0 | head_1 | …]``
+    (W_O: BERT ``attention.output.dense``, DistilBERT ``out_lin``, GPT-2 ``c_proj``, Llama
+    ``o_proj``, T5 ``o``). A forward pre-hook on it sees every head's output, ``(B, T, H·d)``."""
+    family = _family(model)
+    lay = _layer(model, layer, stack)
+    if family in ("bert", "roberta"):
+        return lay.attention.output.dense
+    if family == "distilbert":
+        return lay.attention.out_lin
+    if family == "gpt2":
+        return lay.attn.c_proj
+    if family in _LLAMA_LIKE:
+        return lay.self_attn.o_proj
+    return lay.layer[0].SelfAttention.o
+
+
 def ffn_weights(model: nn.Module, layer: int, stack: str = "encoder") -> FFNWeights:
     """Layer ``layer``'s feed-forward projections (``gate`` only for gated FFNs)."""
     family = _family(model)
@@ -463,6 +483,53 @@ def final_norm(model: nn.Module, stack: str = "encoder") -> nn.Module | None:
     if family == "t5":
         return _t5_stack(model, stack).final_layer_norm
     return None
+
+
+class EncoderModules(NamedTuple):
+    """Where an encoder family keeps the modules of one layer (and of its embeddings).
+
+    The modules a forward hook can catch each stage at: ``attention`` returns
+    ``(output, attention weights)``; the input of ``out`` is the heads' concatenated
+    context; the input of ``ffn_down`` is the FFN's activation. ``token_type`` is None for
+    a family without token types (DistilBERT).
+    """
+
+    word: nn.Module
+    position: nn.Module
+    token_type: nn.Module | None
+    embedding_norm: nn.Module
+    q: nn.Module
+    k: nn.Module
+    v: nn.Module
+    attention: nn.Module
+    out: nn.Module
+    attn_norm: nn.Module
+    ffn_up: nn.Module
+    ffn_down: nn.Module
+    ffn_norm: nn.Module
+
+
+def encoder_modules(model: nn.Module, layer: int) -> EncoderModules:
+    """The modules of layer ``layer`` of a BERT, RoBERTa or DistilBERT model, by role.
+
+    For hooks (notebook 07 catches every stage of a block with them) and for counting
+    parameters per component; any other family raises ``ValueError``.
+    """
+    family = _family(model)
+    if family not in ENCODER_FAMILIES:
+        raise ValueError(f"encoder_modules reads the encoder families "
+                         f"{', '.join(ENCODER_FAMILIES)}; {type(model).__name__} is a {family} model")
+    lay, emb = _layer(model, layer), _base(model).embeddings
+    if family == "distilbert":
+        a, f = lay.attention, lay.ffn
+        return EncoderModules(emb.word_embeddings, emb.position_embeddings, None, emb.LayerNorm,
+                              a.q_lin, a.k_lin, a.v_lin, a, a.out_lin, lay.sa_layer_norm,
+                              f.lin1, f.lin2, lay.output_layer_norm)
+    s = lay.attention.self
+    return EncoderModules(emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings,
+                          emb.LayerNorm, s.query, s.key, s.value, s,
+                          lay.attention.output.dense, lay.attention.output.LayerNorm,
+                          lay.intermediate.dense, lay.output.dense, lay.output.LayerNorm)
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -665,6 +732,26 @@ def find_word(tokenizer, text: str, word: str, occurrence: int = 1) -> int:
     raise ValueError(f"no token of {text!r} covers the word {word!r} (truncated?)")
 
 
+def word_token_ids(tokenizer, word: str) -> list[int]:
+    """The ids of ``word`` as the tokenizer writes it inside a sentence, after a space.
+
+    WordPiece gives ``bank`` the id of ``bank``; byte-level BPE (RoBERTa, GPT-2) the id of
+    ``Ġbank`` (a word with its leading space is another token than the bare word at the
+    start of a text); SentencePiece that of ``▁bank``. Found by character offsets in
+    ``"the " + word``, so all three conventions need no special case. One id: the word is
+    one row of the embedding table; more: it is split into pieces.
+    """
+    if not isinstance(word, str) or not word.strip() or word != word.strip():
+        raise ValueError(f"word must be a non-empty string without surrounding spaces, got {word!r}")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("word_token_ids needs a fast tokenizer (it reads offset_mapping)")
+    text = "the " + word
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    start = len("the ")
+    return [i for i, (begin, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+            if end > start and begin < len(text)]
+
+
 def __getattr__(name: str):
     """``mha_from_layer``, ``block_from_layer``, ``load_encoder_weights`` live in weights."""
     if name in ("mha_from_layer", "block_from_layer", "load_encoder_weights",
@@ -686,8 +773,11 @@ __all__ = [
     "layers",
     "attention_weights",
     "ffn_weights",
+    "output_projection",
     "layer_norms",
     "final_norm",
+    "EncoderModules",
+    "encoder_modules",
     "token_embedding_matrix",
     "position_embedding_matrix",
     "position_ids",
@@ -696,5 +786,6 @@ __all__ = [
     "relative_position_bias",
     "model_inputs",
     "find_word",
+    "word_token_ids",
     "word_start_convention",
 ]

@@ -364,6 +364,16 @@ def load_decoder(name: str | None = None) -> LoadedModel:
     return LoadedModel(model.eval(), tokenizer)
 
 
+def model_label(name: str | None, role: str) -> str:
+    """A short name for printed lines and titles: ``"MiniLM"`` / ``"SmolLM2"`` for the bundled
+    ``role`` (``"encoder"`` / ``"decoder"``) model, else the hub id or the directory's name."""
+    if role not in ("encoder", "decoder"):
+        raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
+    if name is None:
+        return "MiniLM" if role == "encoder" else "SmolLM2"
+    return Path(str(name)).name or str(name)
+
+
 def main() -> None:
     """``python -m course_utils.models``: verify both bundled models and build the cache."""
     import time

@@ -1,8 +1,9 @@
 """Used in notebook 07: where the time goes in a transformer's forward pass.
 
 - ``profile_model(model, inputs)``: per-layer, per-sublayer latency (attention, FFN, norms,
-  embeddings) of a scratch ``course_utils.blocks.Transformer`` (or ``CausalLM``), a transformers ``BertModel`` or a
-  Llama-style model, measured with forward pre-/post-hooks and ``time.perf_counter``.
+  embeddings) of a scratch ``course_utils.blocks.Transformer`` (or ``CausalLM``), a
+  transformers ``BertModel`` / ``RobertaModel`` / ``DistilBertModel`` or a Llama-style
+  model, measured with forward pre-/post-hooks and ``time.perf_counter``.
   ``detail=True`` splits attention into Q/K/V projections, the attention core (scores,
   softmax, weighted sum) and W_O, and the FFN into up, activation and down. Each block
   also gets an ``other`` row: the block's own code between its sublayers (the two
@@ -58,7 +59,7 @@ def _check_counts(warmup: int, repeats: int) -> None:
 
 # ----------------------------------------------------------------------------- module groups
 def _block_groups(block: nn.Module, layer: int, detail: bool) -> dict[Key, list[nn.Module]]:
-    """Sublayer -> modules, for a scratch Block, a BertLayer or a Llama decoder layer."""
+    """Sublayer -> modules, for a scratch Block, a BertLayer, a DistilBERT block or a Llama layer."""
     if isinstance(block, Block):
         groups = {"block": [block], "attn_norm": [block.attn_norm], "attention": [block.attn],
                   "ffn_norm": [block.ffn_norm], "ffn": [block.ffn]}
@@ -73,6 +74,12 @@ def _block_groups(block: nn.Module, layer: int, detail: bool) -> dict[Key, list[
                   "ffn_norm": [block.output.LayerNorm]}
         qkv, out = [sa.query, sa.key, sa.value], [so.dense]
         up, down = [block.intermediate.dense], [block.output.dense]
+    elif hasattr(block, "sa_layer_norm") and hasattr(block, "ffn"):  # DistilBERT TransformerBlock
+        sa, ffn = block.attention, block.ffn
+        groups = {"block": [block], "attention": [sa], "attn_norm": [block.sa_layer_norm],
+                  "ffn": [ffn], "ffn_norm": [block.output_layer_norm]}
+        qkv, out = [sa.q_lin, sa.k_lin, sa.v_lin], [sa.out_lin]
+        up, down = [ffn.lin1], [ffn.lin2]
     elif hasattr(block, "self_attn") and hasattr(block, "mlp"):  # Llama-style decoder layer
         sa, mlp = block.self_attn, block.mlp
         groups = {"block": [block], "attn_norm": [block.input_layernorm], "attention": [sa],
@@ -82,7 +89,8 @@ def _block_groups(block: nn.Module, layer: int, detail: bool) -> dict[Key, list[
     else:
         raise ValueError(
             f"don't know the sublayers of {type(block).__name__}: expected a scratch "
-            "Block, a BertLayer or a Llama-style decoder layer"
+            "Block, a BertLayer (BERT, RoBERTa), a DistilBERT TransformerBlock or a Llama-style "
+            "decoder layer"
         )
     if detail:
         groups.update(qkv_proj=qkv, out_proj=out, ffn_up=up, ffn_down=down)
@@ -107,14 +115,17 @@ def model_groups(model: nn.Module, detail: bool = False) -> dict[Key, list[nn.Mo
         blocks, final = model.blocks, model.final_norm
     else:
         base = getattr(model, "model", model)  # LlamaForCausalLM wraps a LlamaModel
-        if hasattr(base, "embeddings") and hasattr(base, "encoder"):  # BertModel
+        if hasattr(base, "embeddings") and hasattr(base, "encoder"):  # BertModel, RobertaModel
             emb, blocks, final = [base.embeddings], base.encoder.layer, None
+        elif hasattr(base, "embeddings") and hasattr(base, "transformer"):  # DistilBertModel
+            emb, blocks, final = [base.embeddings], base.transformer.layer, None
         elif hasattr(base, "embed_tokens") and hasattr(base, "layers"):  # Llama-style
             emb, blocks, final = [base.embed_tokens], base.layers, getattr(base, "norm", None)
         else:
             raise ValueError(
                 f"don't know the layers of {type(model).__name__}: expected a scratch Transformer, "
-                "CausalLM or Block, a transformers BertModel or a Llama-style model"
+                "CausalLM or Block, a transformers BertModel, RobertaModel, DistilBertModel or a "
+                "Llama-style model"
             )
     groups[(None, "embeddings")] = emb
     for i, block in enumerate(blocks):

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import heapq
 import json
+import unicodedata
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
@@ -62,18 +63,24 @@ def _compiled(pattern: str) -> regex.Pattern:
     return regex.compile(pattern)
 
 
+UNICODE_FORMS = (None, "NFC", "NFD", "NFKC", "NFKD")
+
+
 @dataclass(frozen=True)
 class PreTokenizer:
     """Cuts text into chunks with ``pattern``; ``split_digits`` first isolates every digit.
 
     ``split_digits=True`` is the `tokenizers` library's ``Digits(individual_digits=True)``
     step that SmolLM2's (and StarCoder's) tokenizer runs before GPT-2's pattern. Text the
-    pattern does not match is kept as its own chunk, so ``"".join(chunks) == text`` always.
+    pattern does not match is kept as its own chunk, so ``"".join(chunks) == text`` always
+    (the normalised text, when ``normalize`` names a Unicode form: Qwen2's tokenizer
+    applies ``"NFC"`` first, so "e" + a combining accent becomes one "é").
     """
 
     pattern: str = GPT2_PATTERN
     split_digits: bool = False
     name: str = "GPT-2"
+    normalize: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, str) or not self.pattern:
@@ -84,10 +91,17 @@ class PreTokenizer:
             raise ValueError(f"pattern is not a valid regular expression: {error}") from None
         if not isinstance(self.split_digits, bool):
             raise ValueError(f"split_digits must be True or False, got {self.split_digits!r}")
+        if self.normalize not in UNICODE_FORMS:
+            raise ValueError(f"normalize must be one of {UNICODE_FORMS}, got {self.normalize!r}")
+
+    def normalized(self, text: str) -> str:
+        """``text`` in the Unicode form the tokenizer applies first (itself when none)."""
+        return text if self.normalize is None else unicodedata.normalize(self.normalize, text)
 
     def __call__(self, text: str) -> list[str]:
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
+        text = self.normalized(text)
         # Digits(individual_digits=True): each digit becomes a piece of its own.
         pieces = [p for p in _DIGIT.split(text) if p] if self.split_digits else [text]
         compiled = _compiled(self.pattern)
@@ -345,8 +359,9 @@ class BPETokenizer:
         Reads the BPE model's vocab and merges, the added tokens (as ``special_tokens``) and
         the pre-tokenizer: ``ByteLevel(use_regex=True)`` is GPT-2's pattern; a ``Digits
         (individual_digits=True)`` step before it sets ``split_digits``; a ``Split`` regex
-        before ``ByteLevel(use_regex=False)`` (Llama 3 style) becomes the pattern. Anything
-        else (a normalizer, byte fallback, dropout, ...) is refused with a ``ValueError``.
+        before ``ByteLevel(use_regex=False)`` (Llama 3 and Qwen2 style) becomes the pattern;
+        a Unicode normalizer (Qwen2's ``NFC``) becomes ``PreTokenizer.normalize``. Anything
+        else (other normalizers, byte fallback, dropout, ...) is refused with a ``ValueError``.
         """
         if isinstance(path, Mapping):
             spec, name = path, "tokenizer spec"
@@ -357,8 +372,10 @@ class BPETokenizer:
         model = spec.get("model") or {}
         if model.get("type") != "BPE":
             raise ValueError(f"{name}: expected a BPE model, got {model.get('type')!r}")
+        normalizer = spec.get("normalizer")
+        form = normalizer.get("type") if isinstance(normalizer, Mapping) else None
         unsupported = {
-            "normalizer": spec.get("normalizer"),
+            "normalizer": None if form in UNICODE_FORMS[1:] else normalizer,
             "dropout": model.get("dropout"),
             "byte_fallback": model.get("byte_fallback") or None,
             "continuing_subword_prefix": model.get("continuing_subword_prefix") or None,
@@ -367,8 +384,11 @@ class BPETokenizer:
         if used := {k: v for k, v in unsupported.items() if v is not None}:
             raise ValueError(f"{name}: not a plain byte-level BPE, it sets {used}")
         specials = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
+        pretokenizer = _pretokenizer_from_spec(spec.get("pre_tokenizer"))
+        if form in UNICODE_FORMS[1:]:
+            pretokenizer = replace(pretokenizer, normalize=form, name=f"{form}, then {pretokenizer.name}")
         return cls.from_byte_level_bpe(
-            model["vocab"], model["merges"], _pretokenizer_from_spec(spec.get("pre_tokenizer")),
+            model["vocab"], model["merges"], pretokenizer,
             special_tokens=specials, ignore_merges=bool(model.get("ignore_merges")),
         )
 

@@ -367,3 +367,31 @@ def test_mean_ablation_puts_the_batch_mean_in_the_head_slice():
     with pytest.raises(ValueError, match="one tensor per layer"):
         with ablate_heads(model, [(1, 2)], means=means[:1]):
             pass
+
+
+@pytest.mark.parametrize("family", ["distilbert", "roberta", "gpt2", "qwen2"])
+def test_ablation_hooks_on_every_family(family):
+    """Head and layer ablation find the heads and blocks of any supported family (random
+    weights, ``tests.standins``): ablating head (1, 0) leaves layer 0's output untouched and
+    changes layer 1's; ablating no head changes nothing; skipping a block changes the output."""
+    from course_utils import families
+    from tests.standins import build_model
+
+    model = build_model(family, 500, seed=0, head=False)
+    view = families.describe(model)
+    projections = head_output_projections(model)
+    assert [p[1] for p in projections] == [view.n_heads] * view.n_layers
+    assert projections[1][0] is families.output_projection(model, 1)
+    ids = torch.randint(5, 500, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        intact = model(input_ids=ids, output_hidden_states=True).hidden_states
+        with ablate_heads(model, []):
+            same = model(input_ids=ids, output_hidden_states=True).hidden_states
+        with ablate_heads(model, [(1, 0)]):
+            ablated = model(input_ids=ids, output_hidden_states=True).hidden_states
+    assert all(torch.equal(a, b) for a, b in zip(intact, same, strict=True))
+    assert torch.equal(intact[1], ablated[1])
+    assert not torch.allclose(intact[2], ablated[2], atol=1e-5)
+    effects = layer_ablation_effects(
+        model, lambda: model(input_ids=ids).last_hidden_state.abs().mean().item())
+    assert effects.shape == (view.n_layers,) and (effects != 0).all()

@@ -425,3 +425,46 @@ if __name__ == "__main__":
         print(f"{name:10s} " + " ".join(
             f"{result[k]:15.1e}" if k in result else f"{'n/a':>15s}"
             for k in ("embeddings", "attention_maps", "layer_outputs", "whole_model")))
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+def test_encoder_modules_catch_each_stage(family):
+    """Hooks on ``encoder_modules`` catch the stages the model's own outputs report: the
+    embedding norm's output is ``hidden_states[0]``, each layer's FFN norm output is
+    ``hidden_states[i + 1]``, the attention module's second output is ``attentions[i]``, and
+    the output projection's input, projected, plus the layer input is the attention norm's input."""
+    model = _model(family)
+    ids, mask = _batch(model)
+    caught: dict[str, torch.Tensor] = {}
+
+    def tap(name, side):
+        def hook(module, args, output):
+            caught[name] = args[0] if side == "in" else output
+        return hook
+
+    handles = [families.encoder_modules(model, 0).embedding_norm.register_forward_hook(tap("emb", "out"))]
+    for i in range(model.config.num_hidden_layers):
+        m = families.encoder_modules(model, i)
+        handles += [m.ffn_norm.register_forward_hook(tap(f"out{i}", "out")),
+                    m.attention.register_forward_hook(tap(f"att{i}", "out")),
+                    m.out.register_forward_hook(tap(f"ctx{i}", "in")),
+                    m.attn_norm.register_forward_hook(tap(f"res{i}", "in"))]
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                        output_attentions=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    torch.testing.assert_close(caught["emb"], out.hidden_states[0])
+    for i in range(model.config.num_hidden_layers):
+        m = families.encoder_modules(model, i)
+        torch.testing.assert_close(caught[f"out{i}"], out.hidden_states[i + 1])
+        torch.testing.assert_close(caught[f"att{i}"][1], out.attentions[i])
+        torch.testing.assert_close(m.out(caught[f"ctx{i}"]) + out.hidden_states[i], caught[f"res{i}"])
+    assert (families.encoder_modules(model, 0).token_type is None) == (family == "distilbert")
+
+
+def test_encoder_modules_refuses_a_decoder():
+    with pytest.raises(ValueError, match="encoder families.*gpt2 model"):
+        families.encoder_modules(_model("gpt2"), 0)

@@ -462,3 +462,27 @@ def test_smollm2s_gguf_names_the_smollm_pretokenizer():
     from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
     assert "smollm" not in GGUF_PRE_TOKENIZER_SPLITS
+
+
+def test_qwen2_style_nfc_and_split_regex_equal_the_loaded_tokenizer(tmp_path):
+    """Qwen2's tokenizer (as transformers builds it: NFC, then a Split regex and ByteLevel
+    without regex), rebuilt from its spec, gives the library's ids on varied text and on
+    text whose accents are written as combining characters (which NFC composes)."""
+    import unicodedata
+
+    from transformers import AutoTokenizer
+
+    from tests.standins import make_standin
+
+    reference = AutoTokenizer.from_pretrained(make_standin("qwen2", tmp_path))
+    spec = json.loads(reference.backend_tokenizer.to_str())
+    assert spec["normalizer"] == {"type": "NFC"}
+    ours = BPETokenizer.from_tokenizer_json(spec)
+    assert ours.pretokenizer.normalize == "NFC"
+    decomposed = unicodedata.normalize("NFD", "café naïve Ångström São Paulo " * 20)
+    for text in (varied_text(20_000, seed=2), decomposed):
+        assert ours.encode(text) == reference(text, add_special_tokens=False)["input_ids"]
+    assert ours.encode(decomposed) != BPETokenizer.from_tokenizer_json(
+        {**spec, "normalizer": None}).encode(decomposed)
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        type(ours.pretokenizer)(normalize="lowercase")
