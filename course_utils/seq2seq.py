@@ -3,9 +3,10 @@
 - ``make_dates(n, seed)`` generates ``DateExample``s such as ``"March 5, 2024" -> "2024-03-05"``
   in several formats, remembering where the year, month and day sit in the source text.
 - ``CharTokenizer`` maps characters to ids (one id per character, plus ``<pad>`` / ``</s>``).
-- ``build_t5`` makes a small ``T5ForConditionalGeneration`` from a ``T5Config``;
-  ``train_seq2seq`` trains it with the course's one loop (``course_utils.training.train``,
-  passing ``seq2seq_loss``; seeded, CPU-friendly, warm-up + cosine, gradient clipping);
+- ``build_t5`` makes a small ``T5ForConditionalGeneration`` from a ``T5Config``; the
+  course's one loop trains it: ``training.train(model, date_batches(tokenizer),
+  date_train_config(steps), loss_fn=seq2seq_loss)`` (seeded, CPU-friendly, warm-up +
+  cosine, gradient clipping);
   ``exact_match`` evaluates it; ``cross_attention`` and ``alignment_shares`` show which
   source characters each output character reads.
 """
@@ -250,46 +251,23 @@ def build_t5(tokenizer: CharTokenizer, config: Seq2SeqConfig | None = None, seed
     return T5ForConditionalGeneration(t5_config)
 
 
-@dataclass
-class TrainConfig(training.TrainConfig):
-    """``course_utils.training.TrainConfig`` with the date task's data settings and the
-    defaults that train the tiny T5 in under a minute (see COURSE_DESIGN): 700 steps,
-    batch 32, lr 3e-3, 100 warm-up steps (all steps if fewer), clipping at 1.0, Adam's
-    usual betas, one thread.
+# The date T5's training batches: 32 pairs a step, drawn from 20 000 training dates.
+BATCH_SIZE = 32
+TRAIN_EXAMPLES = 20_000
 
-    ``warmup``, ``clip`` and ``log_every`` read ``warmup_steps``, ``grad_clip`` and
-    ``eval_every`` (the names notebook 08 prints).
+
+def date_train_config(steps: int = 700, seed: int = 0, **overrides) -> training.TrainConfig:
+    """The course's one ``training.TrainConfig``, with the settings that train the tiny date T5
+    in under a minute (see COURSE_DESIGN): ``steps`` steps, lr 3e-3, 100 warm-up steps (all
+    of them when there are fewer), clipping at 1.0, Adam's usual betas (0.9, 0.999), a log
+    line every 100 steps, and one thread: this model's matrices are tiny, so a second
+    thread adds more synchronisation than speed (and under CPU contention two lock-stepped
+    threads ran ~30x slower than one). ``overrides`` are any other ``TrainConfig`` fields.
     """
-
-    steps: int = 700
-    # None = 100 steps, or all of them when there are fewer
-    warmup_steps: int | None = None
-    eval_every: int = 100
-    betas: tuple[float, float] = (0.9, 0.999)
-    # One thread: this model's matrices are tiny, so a second thread adds more sync than
-    # speed, and under CPU contention 2 lock-stepped threads ran ~30x slower than one.
-    threads: int | None = 1
-    batch_size: int = 32
-    train_examples: int = 20_000
-
-    def __post_init__(self) -> None:
-        if self.warmup_steps is None:
-            self.warmup_steps = min(100, self.steps) if isinstance(self.steps, int) else 100
-        super().__post_init__()
-        positive_int("batch_size", self.batch_size)
-        positive_int("train_examples", self.train_examples)
-
-    @property
-    def warmup(self) -> int:
-        return self.warmup_steps
-
-    @property
-    def clip(self) -> float | None:
-        return self.grad_clip
-
-    @property
-    def log_every(self) -> int:
-        return self.print_every or self.eval_every
+    warmup = min(100, steps) if isinstance(steps, int) and not isinstance(steps, bool) else 100
+    settings = dict(steps=steps, lr=3e-3, warmup_steps=warmup, grad_clip=1.0, eval_every=100,
+                    betas=(0.9, 0.999), threads=1, seed=seed)
+    return training.TrainConfig(**{**settings, **overrides})
 
 
 def seq2seq_loss(model: T5ForConditionalGeneration, inputs: dict[str, torch.Tensor],
@@ -302,38 +280,31 @@ def seq2seq_loss(model: T5ForConditionalGeneration, inputs: dict[str, torch.Tens
     return model(**inputs, labels=targets).loss
 
 
-def train_seq2seq(
-    model: T5ForConditionalGeneration,
-    tokenizer: CharTokenizer,
-    config: TrainConfig | None = None,
-    log: Callable[[str], None] | None = print,
-) -> training.History:
-    """Train on ``config.train_examples`` date pairs with ``course_utils.training.train``.
+def date_batches(
+    tokenizer: CharTokenizer, batch_size: int = BATCH_SIZE, examples: int = TRAIN_EXAMPLES,
+    seed: int = 0,
+) -> Callable[[torch.Generator], tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """The ``get_batch`` of ``training.train`` for the date task (with ``loss_fn=seq2seq_loss``).
 
-    AdamW with linear warm-up then cosine decay (``config.lr_at``), gradient clipping, on
-    ``config.threads`` threads. ``log`` receives a text progress bar every ``log_every``
-    steps (deterministic: losses rounded, no timings, so a re-executed notebook prints the
-    same lines); ``log=None`` is silent. Returns the ``History``: ``losses`` (one per
-    step) and ``seconds``.
+    ``examples`` training dates (``make_dates(..., split="train")``) are encoded once; each
+    call draws ``batch_size`` of them from the generator the loop passes in and returns
+    ``(inputs, targets)``: ``input_ids`` / ``attention_mask`` ``(B, T_src)``, trimmed to the
+    longest source in the batch, and the ISO targets ``(B, 11)``.
     """
-    config = config or TrainConfig()
-    if not isinstance(config, TrainConfig):
-        raise ValueError(
-            f"config must be a course_utils.seq2seq.TrainConfig (it has the batch size and "
-            f"data size), got {type(config).__module__}.{type(config).__name__}"
-        )
-    examples = make_dates(config.train_examples, seed=config.seed, split="train")
-    sources = tokenizer.batch([e.text for e in examples])
-    targets = torch.tensor([tokenizer.encode(e.iso) for e in examples])  # (N, 11): all same length
+    positive_int("batch_size", batch_size)
+    positive_int("examples", examples)
+    dates = make_dates(examples, seed=seed, split="train")
+    sources = tokenizer.batch([e.text for e in dates])
+    targets = torch.tensor([tokenizer.encode(e.iso) for e in dates])  # (N, 11): all same length
 
     def get_batch(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        rows = torch.randint(0, len(examples), (config.batch_size,), generator=generator)
+        rows = torch.randint(0, len(dates), (batch_size,), generator=generator)
         width = int(sources["attention_mask"][rows].sum(1).max())  # trim padding columns
         inputs = {"input_ids": sources["input_ids"][rows, :width],  # (B, T_src)
                   "attention_mask": sources["attention_mask"][rows, :width]}
         return inputs, targets[rows]  # (B, 11)
 
-    return training.train(model, get_batch, config, loss_fn=seq2seq_loss, log=log)
+    return get_batch
 
 
 @torch.no_grad()
@@ -380,8 +351,9 @@ def cross_attention(model, tokenizer: CharTokenizer, text: str) -> tuple[torch.T
     return weights, output
 
 
+@torch.no_grad()
 def alignment_shares(
-    model, tokenizer: CharTokenizer, examples: Sequence[DateExample]
+    model, tokenizer: CharTokenizer, examples: Sequence[DateExample], batch_size: int = 256
 ) -> dict[str, tuple[float, float]]:
     """For each field, (attention share on the right source span, uniform baseline).
 
@@ -390,24 +362,48 @@ def alignment_shares(
     over layers, heads, those output positions and the examples. The baseline is what
     uniform attention would give: span length / source length (``</s>`` included).
     Only examples the model translates correctly are used (so rows line up with fields).
+    The weights are those of ``cross_attention``, computed ``batch_size`` examples at a
+    time (padded sources: padding gets no weight, and each example's own length is used).
     """
-    totals = {f: [0.0, 0.0, 0] for f in FIELDS}
-    for example in examples:
-        weights, output = cross_attention(model, tokenizer, example.text)
-        if output != example.iso:
-            continue
-        per_position = weights.mean(dim=(0, 1))  # (T_out, T_src)
-        source_length = per_position.shape[1]
-        for name in FIELDS:
-            out_start, out_end = ISO_SPANS[name]
-            src_start, src_end = example.spans[name]
-            share = per_position[out_start:out_end, src_start:src_end].sum(1).mean()
-            totals[name][0] += float(share)
-            totals[name][1] += (src_end - src_start) / source_length
-            totals[name][2] += 1
-    if totals[FIELDS[0]][2] == 0:
+    if model.config._attn_implementation != "eager":
+        raise ValueError(
+            "cross-attention weights need eager attention, got "
+            f"{model.config._attn_implementation!r}: call model.set_attn_implementation('eager')"
+        )
+    outputs = translate(model, tokenizer, [e.text for e in examples], batch_size=batch_size)
+    correct = [e for e, output in zip(examples, outputs, strict=True) if output == e.iso]
+    if not correct:
         raise ValueError("the model translated none of the examples correctly: train it first")
+    totals = {f: [0.0, 0.0, 0] for f in FIELDS}
+    for first in range(0, len(correct), batch_size):
+        group = correct[first : first + batch_size]
+        source = tokenizer.batch([e.text for e in group])  # (B, T_src), padded
+        target = torch.tensor([tokenizer.encode(e.iso) for e in group])  # (B, 11) ends with </s>
+        start = torch.full((len(group), 1), tokenizer.PAD)
+        decoder_input_ids = torch.cat([start, target[:, :-1]], dim=1)
+        result = model(**source, decoder_input_ids=decoder_input_ids, output_attentions=True)
+        weights = torch.stack(result.cross_attentions).mean(dim=(0, 2))  # (L, B, H, To, Ts) -> (B, To, Ts)
+        for example, per_position, length in zip(group, weights, source["attention_mask"].sum(1).tolist(),
+                                                 strict=True):
+            for name, (share, uniform) in field_shares(example, per_position[:, :length]).items():
+                totals[name][0] += share
+                totals[name][1] += uniform
+                totals[name][2] += 1
     return {name: (s / n, u / n) for name, (s, u, n) in totals.items()}
+
+
+def field_shares(example: DateExample, weights: torch.Tensor) -> dict[str, tuple[float, float]]:
+    """One example's (share, uniform baseline) per field, from its cross-attention averaged
+    over layers and heads, ``weights (T_out, T_src)`` (rows: output characters; columns:
+    its source characters and ``</s>``): the weight the field's output characters put on
+    the field's source span, and that span's length over the source length."""
+    shares = {}
+    for name in FIELDS:
+        out_start, out_end = ISO_SPANS[name]
+        src_start, src_end = example.spans[name]
+        share = weights[out_start:out_end, src_start:src_end].sum(1).mean()
+        shares[name] = (float(share), (src_end - src_start) / weights.shape[1])
+    return shares
 
 
 def load_seq2seq(name: str):

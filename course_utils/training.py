@@ -13,7 +13,8 @@ One config dataclass, one schedule, one function::
   the history with the training loss and learning rate of every step;
 - ``loss_fn(model, inputs, targets)`` computes the loss of one batch: by default the
   next-token cross-entropy of a model that maps inputs to logits (notebook 12's MiniGPT);
-  the date T5 of notebook 08 (``course_utils.seq2seq.train_seq2seq``) passes its own;
+  the date T5 of notebook 08 passes its own (``seq2seq.seq2seq_loss``, with
+  ``seq2seq.date_batches`` and ``seq2seq.date_train_config``);
 - printed progress is a text bar with *rounded* losses and no timings, so a re-run with
   the same seed and thread count prints exactly the same lines (notebook outputs are
   compared by nbval). The wall time is kept in ``history.seconds`` for a separate cell.

@@ -15,16 +15,17 @@ from course_utils.seq2seq import (
     CharTokenizer,
     DateExample,
     Seq2SeqConfig,
-    TrainConfig,
     alignment_shares,
     build_t5,
     cross_attention,
+    date_batches,
+    date_train_config,
     exact_match,
+    field_shares,
     format_date,
     make_dates,
     seq2seq_loss,
     split_dates,
-    train_seq2seq,
 )
 
 
@@ -135,16 +136,28 @@ def test_build_t5_matches_the_course_design():
 
 
 def test_the_config_is_the_course_training_config_with_the_date_defaults():
-    config = TrainConfig()
-    assert isinstance(config, training.TrainConfig)
-    assert (config.steps, config.batch_size, config.lr, config.warmup, config.clip, config.threads) == (
-        700, 32, 3e-3, 100, 1.0, 1)
-    assert config.log_every == config.eval_every == 100
-    assert config.warmup == config.warmup_steps and config.clip == config.grad_clip
+    config = date_train_config()
+    assert type(config) is training.TrainConfig
+    assert (config.steps, config.lr, config.warmup_steps, config.grad_clip, config.threads,
+            config.betas, config.eval_every) == (700, 3e-3, 100, 1.0, 1, (0.9, 0.999), 100)
+    assert date_train_config(steps=40).warmup_steps == 40  # all steps warm up when fewer than 100
+    assert date_train_config(steps=40, warmup_steps=10, seed=3).seed == 3
     with pytest.raises(ValueError, match="batch_size"):
-        TrainConfig(batch_size=0)
-    with pytest.raises(ValueError, match="train_examples"):
-        TrainConfig(train_examples=-3)
+        date_batches(CharTokenizer(), batch_size=0)
+    with pytest.raises(ValueError, match="examples"):
+        date_batches(CharTokenizer(), examples=-3)
+
+
+def test_date_batches_draw_from_the_generator_and_trim_padding():
+    tokenizer = CharTokenizer()
+    get_batch = date_batches(tokenizer, batch_size=4, examples=50, seed=0)
+    inputs, targets = get_batch(torch.Generator().manual_seed(1))
+    again, _ = get_batch(torch.Generator().manual_seed(1))
+    assert torch.equal(inputs["input_ids"], again["input_ids"])
+    assert targets.shape == (4, 11) and inputs["input_ids"].shape[0] == 4
+    assert inputs["attention_mask"][:, -1].any()  # no all-padding column left
+    texts = [tokenizer.decode(row) for row in targets]
+    assert all(len(t) == 10 and t[4] == t[7] == "-" for t in texts)
 
 
 def test_seq2seq_loss_is_the_cross_entropy_of_the_logits():
@@ -162,10 +175,11 @@ def test_seq2seq_loss_is_the_cross_entropy_of_the_logits():
 def short_training():
     torch.manual_seed(0)
     tokenizer = CharTokenizer()
-    config = TrainConfig(steps=40, batch_size=8, warmup_steps=10, train_examples=300, eval_every=20)
+    config = date_train_config(steps=40, warmup_steps=10, eval_every=20)
+    batches = date_batches(tokenizer, batch_size=8, examples=300)
     lines: list[str] = []
     model = build_t5(tokenizer, seed=0)
-    result = train_seq2seq(model, tokenizer, config, log=lines.append)
+    result = training.train(model, batches, config, loss_fn=seq2seq_loss, log=lines.append)
     return tokenizer, model, result, lines, config
 
 
@@ -182,16 +196,16 @@ def test_training_lowers_the_loss_and_logs_a_progress_bar(short_training):
 @pytest.mark.slow
 def test_training_is_reproducible(short_training):
     tokenizer, _, result, _, config = short_training
-    again = train_seq2seq(build_t5(tokenizer, seed=0), tokenizer, config, log=None)
+    again = training.train(build_t5(tokenizer, seed=0), date_batches(tokenizer, batch_size=8, examples=300),
+                           config, loss_fn=seq2seq_loss, log=None)
     assert again.losses == result.losses  # bit-identical with the same seed and threads
 
 
 def test_train_rejects_bad_config():
-    tokenizer = CharTokenizer()
     with pytest.raises(ValueError, match="steps: expected an integer ≥ 1, got 0"):
-        TrainConfig(steps=0)
-    with pytest.raises(ValueError, match="course_utils.seq2seq.TrainConfig"):
-        train_seq2seq(build_t5(tokenizer), tokenizer, training.TrainConfig(steps=5, warmup_steps=1))
+        date_train_config(steps=0)
+    with pytest.raises(TypeError, match="batch_size"):
+        date_train_config(batch_size=8)  # a batch setting of date_batches, not of the loop
 
 
 def test_exact_match_counts_whole_strings(monkeypatch):
@@ -215,33 +229,50 @@ def test_cross_attention_needs_eager_and_rows_sum_to_one(short_training):
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
 
 
-def test_alignment_share_is_one_for_perfect_alignment_and_uniform_for_uniform(monkeypatch):
+def test_field_share_is_one_for_perfect_alignment_and_uniform_for_uniform():
     example = format_date(dt.date(2024, 3, 5), "Month d, yyyy")  # 'March 5, 2024'
     n_src, n_out = len(example.text) + 1, len(example.iso) + 1
-
-    def perfect(model, tokenizer, text):
-        weights = torch.zeros(2, 4, n_out, n_src)
-        for name, (out_a, out_b) in ISO_SPANS.items():
-            src_a, src_b = example.spans[name]
-            weights[:, :, out_a:out_b, src_a:src_b] = 1.0 / (src_b - src_a)
-        return weights, example.iso
-
-    monkeypatch.setattr(seq2seq, "cross_attention", perfect)
-    shares = alignment_shares(None, None, [example])
-    for name, (share, uniform) in shares.items():
+    perfect = torch.zeros(n_out, n_src)
+    for name, (out_a, out_b) in ISO_SPANS.items():
+        src_a, src_b = example.spans[name]
+        perfect[out_a:out_b, src_a:src_b] = 1.0 / (src_b - src_a)
+    for name, (share, uniform) in field_shares(example, perfect).items():
         a, b = example.spans[name]
         assert share == pytest.approx(1.0)
         assert uniform == pytest.approx((b - a) / n_src)
-
-    monkeypatch.setattr(seq2seq, "cross_attention",
-                        lambda m, t, text: (torch.full((2, 4, n_out, n_src), 1.0 / n_src), example.iso))
-    for share, uniform in alignment_shares(None, None, [example]).values():
+    for share, uniform in field_shares(example, torch.full((n_out, n_src), 1.0 / n_src)).values():
         assert share == pytest.approx(uniform)
 
-    monkeypatch.setattr(seq2seq, "cross_attention",
-                        lambda m, t, text: (torch.zeros(2, 4, n_out, n_src), "1999-01-01"))
-    with pytest.raises(ValueError, match="translated none"):
-        alignment_shares(None, None, [example])
+
+def test_batched_alignment_shares_equal_one_example_at_a_time(short_training, monkeypatch):
+    """The padded batches give what ``cross_attention`` gives example by example (sources of
+    different lengths, two batches). ``translate`` is made to answer correctly, so both
+    paths read the attention of the same, correct output."""
+    tokenizer, model, *_ = short_training
+    examples = make_dates(12, seed=5)
+    answers = {e.text: e.iso for e in examples}
+    assert len({len(e.text) for e in examples}) > 1  # padding is exercised
+    monkeypatch.setattr(seq2seq, "translate", lambda m, t, texts, batch_size=256: [answers[x] for x in texts])
+    model.set_attn_implementation("eager")
+    try:
+        batched = alignment_shares(model, tokenizer, examples, batch_size=5)
+        one_by_one = [field_shares(e, cross_attention(model, tokenizer, e.text)[0].mean(dim=(0, 1)))
+                      for e in examples]
+    finally:
+        model.set_attn_implementation("sdpa")
+    for name in batched:
+        share = sum(s[name][0] for s in one_by_one) / len(examples)
+        uniform = sum(s[name][1] for s in one_by_one) / len(examples)
+        assert batched[name] == pytest.approx((share, uniform), abs=1e-6)
+    monkeypatch.setattr(seq2seq, "translate", lambda m, t, texts, batch_size=256: ["1999-01-01"] * len(texts))
+    model.set_attn_implementation("eager")
+    try:
+        with pytest.raises(ValueError, match="translated none"):
+            alignment_shares(model, tokenizer, examples)
+    finally:
+        model.set_attn_implementation("sdpa")
+    with pytest.raises(ValueError, match="eager"):
+        alignment_shares(model, tokenizer, examples)
 
 
 def test_date_example_is_a_value():
@@ -252,8 +283,8 @@ def test_date_example_is_a_value():
 def test_training_restores_the_thread_count():
     tokenizer = CharTokenizer()
     before = torch.get_num_threads()
-    train_seq2seq(build_t5(tokenizer), tokenizer, TrainConfig(steps=1, batch_size=2, train_examples=10,
-                                                              threads=1), log=None)
+    training.train(build_t5(tokenizer), date_batches(tokenizer, batch_size=2, examples=10),
+                   date_train_config(steps=1, threads=1), loss_fn=seq2seq_loss, log=None)
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads"):
-        TrainConfig(threads=0)
+        date_train_config(threads=0)
