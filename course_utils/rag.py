@@ -563,21 +563,25 @@ class DenseRetriever:
                 f"tokens (longest: {max(too_long)}): truncated to the first {self.max_length}.",
                 UserWarning, stacklevel=2,
             )
-        chunks, tokens = [], []
+        # Batches of similar lengths pad less (length bucketing): about a sixth fewer
+        # tokens through the model for the course's chunks. Results go back in input order.
+        order = sorted(range(len(texts)), key=lambda i: (min(lengths[i], self.max_length), i))
+        vectors = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        tokens: list[np.ndarray | None] = [None] * len(texts)
         special = torch.tensor(sorted(set(self.tokenizer.all_special_ids)))
         for start in range(0, len(texts), self.batch_size):
+            rows = order[start : start + self.batch_size]
             batch = self.tokenizer(
-                texts[start : start + self.batch_size], padding=True, truncation=True,
+                [texts[i] for i in rows], padding=True, truncation=True,
                 max_length=self.max_length, return_tensors="pt",
             )
             hidden = self.model(**batch).last_hidden_state  # (B, T, C)
-            chunks.append(l2_normalize(mean_pool(hidden, batch["attention_mask"])))  # (B, C)
+            vectors[rows] = l2_normalize(mean_pool(hidden, batch["attention_mask"])).numpy()  # (B, C)
             if return_tokens:
                 unit = l2_normalize(hidden)  # (B, T, C)
                 keep = ~torch.isin(batch["input_ids"], special)  # (B, T): no [CLS]/[SEP]/[PAD]
-                for row, row_keep in zip(unit, keep, strict=True):
-                    tokens.append(row[row_keep].numpy().astype(np.float32))  # (T_i, C)
-        vectors = torch.cat(chunks).numpy().astype(np.float32)
+                for i, row, row_keep in zip(rows, unit, keep, strict=True):
+                    tokens[i] = row[row_keep].numpy().astype(np.float32)  # (T_i, C)
         return (vectors, tokens) if return_tokens else vectors
 
     def search(self, query: str, k: int = 5) -> list[Hit]:

@@ -207,6 +207,21 @@ def test_memory_probe_sees_the_n_squared_matrix_and_its_absence():
 
 
 @pytest.mark.slow
+def test_forked_probes_and_fresh_interpreters_measure_the_same(monkeypatch):
+    """The probe server's forked children (the default on Linux) and one new interpreter per
+    probe (the fallback where the OS cannot fork) agree on what naive attention adds: two
+    score matrices, within 10 %."""
+    n, heads = 2048, 2
+    cases = [harness.MemoryCase("naive", n, heads=heads)]
+    forked = harness.measure_memory(cases)[0].extra_bytes
+    monkeypatch.delattr(harness.os, "fork")
+    fresh = harness.measure_memory(cases)[0].extra_bytes
+    score = bench.score_matrix_bytes(1, heads, n)
+    assert 1.9 * score < forked < 3 * score and 1.9 * score < fresh < 3 * score
+    assert abs(forked - fresh) < 0.1 * fresh
+
+
+@pytest.mark.slow
 def test_cli_writes_csv_and_png(tmp_path):
     code = harness.main(["--n", "32,64", "--heads", "2", "--d", "16", "--repeats", "1",
                        "--variants", "naive,tiled", "--no-memory", "--out", str(tmp_path)])

@@ -7,8 +7,9 @@ exponents and writes ``results/bench_<device>[_causal].csv`` and ``.png``.
 - Time: ``course_utils.measurement.time_call`` (warm-up, repeats; the fastest repeat is
   the least disturbed, so GFLOP/s and fits use it), against ``matmul_peak_gflops``
   measured in the same run: the same yardstick as notebook 07.
-- Memory (CPU): a fresh subprocess per case reads its own peak RSS, minus an identical
-  baseline process that stops before the attention call; CUDA: the allocator's peak.
+- Memory (CPU): a fresh process per case reads its own peak RSS, minus an identical
+  baseline process that stops before the attention call (each forked from one server
+  process that imported torch once, where the OS can fork); CUDA: the allocator's peak.
 - Fits: ``course_utils.measurement.fit_power_law`` (Theil–Sen, with a 95 % interval).
 
 This is build and measurement tooling, not course material: the pieces a learner reads
@@ -166,15 +167,78 @@ def _run_probe(case: MemoryCase, run: bool, python: str) -> subprocess.Popen:
     )
 
 
+def _fork_probes(tasks: Sequence[tuple[MemoryCase, bool]], jobs: int) -> list[int]:
+    """Body of the probe server: one child forked per task, ``jobs`` at a time; their peaks.
+
+    This process has imported torch and the harness but run no tensor operation (no thread
+    pool exists yet, so forking is safe), so each child starts as a fresh process that
+    needs no start-up of its own: a probe costs what its case costs, not Python's and
+    torch's one or two seconds of imports. Each child runs ``_probe`` and writes its peak
+    to a pipe.
+    """
+    results: list[int | None] = [None] * len(tasks)
+    running: dict[int, tuple[int, int]] = {}  # pid -> (task index, read end of its pipe)
+
+    def reap() -> None:
+        pid, status = os.wait()
+        index, read_fd = running.pop(pid)
+        with os.fdopen(read_fd, "rb") as pipe:
+            answer = pipe.read().decode()
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0 or not answer:
+            raise RuntimeError(f"memory probe {tasks[index]} failed (status {status})")
+        results[index] = int(answer)
+
+    for index, (case, run) in enumerate(tasks):
+        if len(running) >= jobs:
+            reap()
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, answer, leave without running any parent cleanup
+            code = 1
+            try:
+                os.close(read_fd)
+                os.write(write_fd, str(_probe(case, run)).encode())
+                code = 0
+            except BaseException:  # noqa: BLE001 - reported by the parent as a failed probe
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        running[pid] = (index, read_fd)
+    while running:
+        reap()
+    return [int(r) for r in results]
+
+
+def _run_probe_server(tasks: Sequence[tuple[MemoryCase, bool]], jobs: int, python: str) -> list[int]:
+    """Start ``python tools/bench.py --probe-server`` once; it forks a child per task."""
+    threads = {case.threads for case, _ in tasks}
+    if len(threads) != 1:
+        raise ValueError(f"one probe server runs one thread count, got {sorted(threads)}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads.pop())
+    payload = json.dumps({"jobs": jobs, "tasks": [{"case": asdict(c), "run": r} for c, r in tasks]})
+    done = subprocess.run([python, str(HARNESS), "--probe-server"], input=payload, capture_output=True,
+                          text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe server failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["maxrss_bytes"]
+
+
 def measure_memory(
     cases: Iterable[MemoryCase], jobs: int = 1, python: str | None = None
 ) -> list[MemoryResult]:
     """Peak RSS of each case, each in a fresh process, minus a baseline process's peak.
 
-    The baseline process does everything the measured one does (imports, allocates the
-    same inputs, warms up on a tiny input) except the attention call; cases with the same
-    input shape share one baseline. ``jobs`` processes run at once (memory, unlike time,
-    does not suffer from sharing the CPU). CPU only: on CUDA use :func:`cuda_peak_bytes`.
+    The baseline process does everything the measured one does (allocates the same inputs,
+    warms up on a tiny input) except the attention call; cases with the same input shape
+    share one baseline. ``jobs`` processes run at once (memory, unlike time, does not suffer
+    from sharing the CPU). Where the OS can fork, the processes are children forked from
+    one server process that imported torch once (``_fork_probes``); elsewhere each is a new
+    interpreter (``--probe``). CPU only: on CUDA use :func:`cuda_peak_bytes`.
     """
     cases = list(cases)
     positive_int("jobs", jobs)
@@ -183,21 +247,26 @@ def measure_memory(
     baselines = {shape(c): c for c in cases}
     tasks = [(c, False) for c in baselines.values()] + [(c, True) for c in cases]
     peaks: dict[tuple[MemoryCase, bool], int] = {}
-    running: list[tuple[tuple[MemoryCase, bool], subprocess.Popen]] = []
+    if hasattr(os, "fork"):
+        for thread_count in sorted({c.threads for c in cases}):
+            group = [task for task in tasks if task[0].threads == thread_count]
+            peaks.update(zip(group, _run_probe_server(group, jobs, python), strict=True))
+    else:
+        running: list[tuple[tuple[MemoryCase, bool], subprocess.Popen]] = []
 
-    def finish(item):
-        key, proc = item
-        stdout, stderr = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory probe {key[0]} failed:\n{stderr[-2000:]}")
-        peaks[key] = int(json.loads(stdout.strip().splitlines()[-1])["maxrss_bytes"])
+        def finish(item):
+            key, proc = item
+            stdout, stderr = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"memory probe {key[0]} failed:\n{stderr[-2000:]}")
+            peaks[key] = int(json.loads(stdout.strip().splitlines()[-1])["maxrss_bytes"])
 
-    for task in tasks:
-        if len(running) >= jobs:
-            finish(running.pop(0))
-        running.append((task, _run_probe(*task, python)))
-    for item in running:
-        finish(item)
+        for task in tasks:
+            if len(running) >= jobs:
+                finish(running.pop(0))
+            running.append((task, _run_probe(*task, python)))
+        for item in running:
+            finish(item)
     return [MemoryResult(c, peaks[(c, True)], peaks[(baselines[shape(c)], False)]) for c in cases]
 
 
@@ -461,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: $COURSE_NUM_THREADS or 2)")
     parser.add_argument("--out", default=str(REPO / "results"), help="output folder (default results/)")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one memory probe
+    parser.add_argument("--probe-server", action="store_true", help=argparse.SUPPRESS)  # internal
     return parser
 
 
@@ -486,6 +556,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.probe:  # a memory probe process: print its peak RSS as JSON and leave
         payload = json.loads(args.probe)
         print(json.dumps({"maxrss_bytes": _probe(MemoryCase(**payload["case"]), payload["run"])}))
+        return 0
+    if args.probe_server:  # fork one probe per task read from stdin; print their peaks
+        payload = json.loads(sys.stdin.read())
+        tasks = [(MemoryCase(**t["case"]), t["run"]) for t in payload["tasks"]]
+        print(json.dumps({"maxrss_bytes": _fork_probes(tasks, payload["jobs"])}))
         return 0
     from course_utils.repro import default_threads
 
