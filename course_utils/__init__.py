@@ -8,7 +8,8 @@ concept -> module -> notebooks table):
 - ``positional``: sinusoidal encodings, RoPE (both layouts), ALiBi, T5 buckets (02, 03, 05)
 - ``attention``: softmax(QKᵀ/√d)V, multi-head and grouped-query attention, their stages (04, 05, 06, 10)
 - ``masks``: causal, padding, sliding-window, prefix-LM, packed masks; True = may attend (05, 06, 10)
-- ``families``: one view of a pretrained model whatever its family (02, 03, 04, 07)
+- ``families``: one view of a pretrained model whatever its family (02–07, 11; through
+  ``analysis`` and ``weights`` too)
 - ``weights``: real weights copied into the course's own modules (03, 04, 05, 06)
 - ``blocks``: the transformer family in nanoGPT's style: Block, Transformer, CausalLM (07, 12)
 - ``measurement``: one stopwatch, one matmul-peak yardstick, FLOP counts (07, 10, bench)
@@ -23,7 +24,7 @@ concept -> module -> notebooks table):
 - ``flash_attention``: FlashAttention-style tiled attention from scratch (10, bench)
 - ``analysis``: what heads do, ablations, induction scores, the attention-only toy model (04, 05, 11, 12)
 - ``interp``: logit lens, activation patching, direct logit attribution, circuits (14)
-- ``training``: the one training loop and learning-rate schedule (08 through seq2seq, 12)
+- ``training``: the one training loop and learning-rate schedule (08, 12)
 - ``learner``: the learner's workspace, ``%%exercise PIECE`` (01, 03–08, 13)
 - ``viz``: the figure style, heatmaps, widgets, offline bertviz views (all)
 - ``models``: the offline model zoo, verified by SHA-256 (all but 12)

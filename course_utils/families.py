@@ -17,6 +17,7 @@ and these families — in the cell that loads the model (``course_utils.models``
 The API::
 
     describe(model, tokenizer=None) -> ModelView          sizes, norms, positions, FFN, ...
+    position_offset(config) -> int                         reserved rows of RoBERTa's position table
     layers(model) -> list[nn.Module]                       the transformer layers, in order
     attention_weights(model, i) -> AttentionWeights        q, k, v, o: (weight (out, in), bias)
     ffn_weights(model, i) -> FFNWeights                    up, down (, gate): same convention
@@ -250,6 +251,14 @@ def word_start_convention(tokenizer) -> str | None:
 
 
 # --------------------------------------------------------------------------- describe
+def position_offset(config) -> int:
+    """How many rows at the start of a learned position table are not positions: RoBERTa
+    reserves ``pad_token_id + 1`` of them (padding gets row ``pad_token_id``), the other
+    families none. Reads a transformers config, so a notebook can size its parameters
+    before loading the model; ``max_position_embeddings - position_offset(config)`` tokens fit."""
+    return int(config.pad_token_id) + 1 if getattr(config, "model_type", None) == "roberta" else 0
+
+
 def describe(model: nn.Module, tokenizer=None) -> ModelView:
     """The ``ModelView`` of a transformers model (any head), or ``UnsupportedModelError``.
 
@@ -272,7 +281,7 @@ def describe(model: nn.Module, tokenizer=None) -> ModelView:
             raise _unsupported(model, "a BERT-family model configured as a decoder")
         d = int(config.hidden_size)
         heads = int(config.num_attention_heads)
-        offset = int(config.pad_token_id) + 1 if family == "roberta" else 0
+        offset = position_offset(config)
         return ModelView(
             **common, kind="encoder", n_heads=heads, n_kv_heads=heads, head_dim=d // heads,
             d_model=d, d_ff=int(config.intermediate_size), norm="layernorm",
@@ -748,8 +757,8 @@ def word_token_ids(tokenizer, word: str) -> list[int]:
     text = "the " + word
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     start = len("the ")
-    return [i for i, (begin, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
-            if end > start and begin < len(text)]
+    return [i for i, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)
+            if end > start]
 
 
 def __getattr__(name: str):
@@ -770,6 +779,7 @@ __all__ = [
     "AttentionWeights",
     "FFNWeights",
     "describe",
+    "position_offset",
     "layers",
     "attention_weights",
     "ffn_weights",

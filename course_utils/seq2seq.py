@@ -16,13 +16,13 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 
 from course_utils import training
-from course_utils.params import positive_int
+from course_utils.params import ParameterError, positive_int
 
 FIELDS = ("year", "month", "day")
 # Output positions of each field in "YYYY-MM-DD".
@@ -264,6 +264,10 @@ def date_train_config(steps: int = 700, seed: int = 0, **overrides) -> training.
     thread adds more synchronisation than speed (and under CPU contention two lock-stepped
     threads ran ~30x slower than one). ``overrides`` are any other ``TrainConfig`` fields.
     """
+    known = {f.name for f in fields(training.TrainConfig)} - {"steps", "seed"}
+    for name in overrides:
+        if name not in known:
+            raise ParameterError(name, f"one of the TrainConfig fields {sorted(known)}", "an unknown name")
     warmup = min(100, steps) if isinstance(steps, int) and not isinstance(steps, bool) else 100
     settings = dict(steps=steps, lr=3e-3, warmup_steps=warmup, grad_clip=1.0, eval_every=100,
                     betas=(0.9, 0.999), threads=1, seed=seed)
@@ -365,6 +369,7 @@ def alignment_shares(
     The weights are those of ``cross_attention``, computed ``batch_size`` examples at a
     time (padded sources: padding gets no weight, and each example's own length is used).
     """
+    positive_int("batch_size", batch_size)
     if model.config._attn_implementation != "eager":
         raise ValueError(
             "cross-attention weights need eager attention, got "

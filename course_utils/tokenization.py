@@ -132,7 +132,8 @@ DIGIT_CONVENTIONS: dict[str, PreTokenizer] = {
 
 
 def pretokenize(text: str, pretokenizer: PreTokenizer = GPT2_PRETOKENIZER) -> list[str]:
-    """Split ``text`` into chunks ("words" with their leading space); joins back to ``text``.
+    """Split ``text`` into chunks ("words" with their leading space); joins back to ``text``
+    (to ``pretokenizer.normalized(text)`` for a pre-tokenizer that normalises, e.g. NFC).
 
     The default is exactly GPT-2's pre-tokenizer (``GPT2_PATTERN``).
     """
@@ -679,7 +680,9 @@ def truncate_to_max_tokens(text: str, tokenizer, max_tokens: int) -> str:
     Warns (``UserWarning``) saying how many tokens were dropped when the text is cut;
     returns ``text`` unchanged when it fits. Cuts on token boundaries, mapped back to the
     original characters (offsets for Hugging Face tokenizers, bytes for ours), so the
-    result is a slice of the original text, not a lower-cased or re-spaced decoding.
+    result is a slice of the original text, not a lower-cased or re-spaced decoding. (For
+    one of ours with a Unicode normaliser, such as Qwen2's NFC, it is a slice of the
+    normalised text.)
     """
     _check_text(text)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:

@@ -207,18 +207,30 @@ def test_memory_probe_sees_the_n_squared_matrix_and_its_absence():
 
 
 @pytest.mark.slow
-def test_forked_probes_and_fresh_interpreters_measure_the_same(monkeypatch):
+def test_forked_probes_and_fresh_interpreters_measure_the_same():
     """The probe server's forked children (the default on Linux) and one new interpreter per
     probe (the fallback where the OS cannot fork) agree on what naive attention adds: two
     score matrices, within 10 %."""
     n, heads = 2048, 2
     cases = [harness.MemoryCase("naive", n, heads=heads)]
-    forked = harness.measure_memory(cases)[0].extra_bytes
-    monkeypatch.delattr(harness.os, "fork")
-    fresh = harness.measure_memory(cases)[0].extra_bytes
+    forked = harness.measure_memory(cases, fork=True)[0].extra_bytes
+    fresh = harness.measure_memory(cases, fork=False)[0].extra_bytes
     score = bench.score_matrix_bytes(1, heads, n)
     assert 1.9 * score < forked < 3 * score and 1.9 * score < fresh < 3 * score
     assert abs(forked - fresh) < 0.1 * fresh
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fork", [True, False])
+def test_a_failed_probe_is_one_clear_error(fork):
+    """A probe that fails (here: a variant that does not exist) stops the measurement with
+    one line naming the case and how it ended, forked or not, and leaves no child behind."""
+    cases = [harness.MemoryCase("naive", 64, heads=1), harness.MemoryCase("no-such-variant", 64, heads=1)]
+    with pytest.raises(harness.ProbeFailed, match="no-such-variant at n = 64") as caught:
+        harness.measure_memory(cases, jobs=2, fork=fork)
+    assert "\n" not in str(caught.value)
+    if fork:
+        assert "exited with code 1" in str(caught.value)
 
 
 @pytest.mark.slow

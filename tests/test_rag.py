@@ -308,6 +308,25 @@ def test_dense_vectors_equal_sentence_transformers(dense, kb):
 
 
 @pytest.mark.slow
+def test_length_sorted_batches_keep_the_input_order(dense, kb):
+    """``embed`` runs the texts in batches sorted by length, then puts the sentence vectors
+    and the token vectors back in input order: each equals that text embedded alone."""
+    texts = [p.contents for p in kb[:7]]
+    assert len({len(t) for t in texts}) == len(texts)  # the sort really reorders them
+    size = dense.batch_size
+    dense.batch_size = 3  # three batches, each sorted by length
+    try:
+        vectors, tokens = dense.embed(texts, return_tokens=True)
+    finally:
+        dense.batch_size = size
+    for text, vector, token_vectors in zip(texts, vectors, tokens, strict=True):
+        alone, alone_tokens = dense.embed([text], return_tokens=True)
+        np.testing.assert_allclose(vector, alone[0], atol=1e-5)
+        assert token_vectors.shape == alone_tokens[0].shape
+        np.testing.assert_allclose(token_vectors, alone_tokens[0], atol=1e-5)
+
+
+@pytest.mark.slow
 def test_faiss_flat_ip_equals_brute_force_cosine(dense):
     queries = ["who invented the LSTM", "what is a perceptron", "softmax overflow"]
     vectors = dense.embed(queries)  # (3, C)

@@ -204,7 +204,7 @@ def test_training_is_reproducible(short_training):
 def test_train_rejects_bad_config():
     with pytest.raises(ValueError, match="steps: expected an integer ≥ 1, got 0"):
         date_train_config(steps=0)
-    with pytest.raises(TypeError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size: expected one of the TrainConfig fields"):
         date_train_config(batch_size=8)  # a batch setting of date_batches, not of the loop
 
 
@@ -273,6 +273,8 @@ def test_batched_alignment_shares_equal_one_example_at_a_time(short_training, mo
         model.set_attn_implementation("sdpa")
     with pytest.raises(ValueError, match="eager"):
         alignment_shares(model, tokenizer, examples)
+    with pytest.raises(ValueError, match="batch_size: expected an integer ≥ 1, got 0"):
+        alignment_shares(model, tokenizer, examples, batch_size=0)
 
 
 def test_date_example_is_a_value():

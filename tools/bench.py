@@ -19,6 +19,7 @@ are in ``course_utils`` (``bench``, ``flash_attention``, ``measurement``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import ctypes
 import gc
@@ -167,14 +168,32 @@ def _run_probe(case: MemoryCase, run: bool, python: str) -> subprocess.Popen:
     )
 
 
+PROBE_TIMEOUT_S = 600  # one probe server (all its probes); a hung child must not hang the sweep
+
+
+class ProbeFailed(RuntimeError):
+    """A memory probe did not report its peak (the message says which case and why)."""
+
+
+def _why(status: int) -> str:
+    """A child's wait status in words: its exit code, or the signal that killed it."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return f"exited with code {code}"
+    signal_number = -code
+    hint = " (out of memory?)" if signal_number == 9 else ""
+    return f"was killed by signal {signal_number}{hint}"
+
+
 def _fork_probes(tasks: Sequence[tuple[MemoryCase, bool]], jobs: int) -> list[int]:
     """Body of the probe server: one child forked per task, ``jobs`` at a time; their peaks.
 
-    This process has imported torch and the harness but run no tensor operation (no thread
-    pool exists yet, so forking is safe), so each child starts as a fresh process that
-    needs no start-up of its own: a probe costs what its case costs, not Python's and
-    torch's one or two seconds of imports. Each child runs ``_probe`` and writes its peak
-    to a pipe.
+    This process has imported torch and the harness and must have run no tensor operation
+    (the harness runs none at import), so no torch thread pool exists to be broken by the
+    fork. Each child therefore starts as a fresh process that needs no start-up of its own:
+    a probe costs what its case costs, not Python's and torch's one or two seconds of
+    imports. A child runs ``_probe`` and writes its peak to a pipe. If one fails, the
+    others are stopped and ``ProbeFailed`` names the case.
     """
     results: list[int | None] = [None] * len(tasks)
     running: dict[int, tuple[int, int]] = {}  # pid -> (task index, read end of its pipe)
@@ -184,31 +203,41 @@ def _fork_probes(tasks: Sequence[tuple[MemoryCase, bool]], jobs: int) -> list[in
         index, read_fd = running.pop(pid)
         with os.fdopen(read_fd, "rb") as pipe:
             answer = pipe.read().decode()
-        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0 or not answer:
-            raise RuntimeError(f"memory probe {tasks[index]} failed (status {status})")
+        if os.waitstatus_to_exitcode(status) != 0 or not answer:
+            case, run = tasks[index]
+            what = "its baseline" if not run else f"{case.variant} at n = {case.n}"
+            raise ProbeFailed(f"the memory probe for {what} {_why(status)}")
         results[index] = int(answer)
 
-    for index, (case, run) in enumerate(tasks):
-        if len(running) >= jobs:
-            reap()
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: measure, answer, leave without running any parent cleanup
-            code = 1
-            try:
-                os.close(read_fd)
-                os.write(write_fd, str(_probe(case, run)).encode())
-                code = 0
-            except BaseException:  # noqa: BLE001 - reported by the parent as a failed probe
-                import traceback
+    try:
+        for index, (case, run) in enumerate(tasks):
+            if len(running) >= jobs:
+                reap()
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: measure, answer, leave without running any parent cleanup
+                code = 1
+                try:
+                    os.close(read_fd)
+                    os.write(write_fd, str(_probe(case, run)).encode())
+                    code = 0
+                except BaseException:  # noqa: BLE001 - the parent reports the failed probe
+                    import traceback
 
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        running[pid] = (index, read_fd)
-    while running:
-        reap()
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            os.close(write_fd)
+            running[pid] = (index, read_fd)
+        while running:
+            reap()
+    finally:  # after a failure: stop and reap the children still running
+        for pid, (_, read_fd) in list(running.items()):
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            with contextlib.suppress(OSError):
+                os.close(read_fd)
     return [int(r) for r in results]
 
 
@@ -221,24 +250,31 @@ def _run_probe_server(tasks: Sequence[tuple[MemoryCase, bool]], jobs: int, pytho
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads.pop())
     payload = json.dumps({"jobs": jobs, "tasks": [{"case": asdict(c), "run": r} for c, r in tasks]})
-    done = subprocess.run([python, str(HARNESS), "--probe-server"], input=payload, capture_output=True,
-                          text=True, env=env)
+    try:
+        done = subprocess.run([python, str(HARNESS), "--probe-server"], input=payload,
+                              capture_output=True, text=True, env=env, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ProbeFailed(f"the memory probes took longer than {PROBE_TIMEOUT_S} s") from None
     if done.returncode != 0:
-        raise RuntimeError(f"memory probe server failed:\n{done.stderr[-2000:]}")
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise ProbeFailed(last.removeprefix("ProbeFailed: "))
     return json.loads(done.stdout.strip().splitlines()[-1])["maxrss_bytes"]
 
 
 def measure_memory(
-    cases: Iterable[MemoryCase], jobs: int = 1, python: str | None = None
+    cases: Iterable[MemoryCase], jobs: int = 1, python: str | None = None,
+    fork: bool | None = None,
 ) -> list[MemoryResult]:
     """Peak RSS of each case, each in a fresh process, minus a baseline process's peak.
 
     The baseline process does everything the measured one does (allocates the same inputs,
     warms up on a tiny input) except the attention call; cases with the same input shape
     share one baseline. ``jobs`` processes run at once (memory, unlike time, does not suffer
-    from sharing the CPU). Where the OS can fork, the processes are children forked from
-    one server process that imported torch once (``_fork_probes``); elsewhere each is a new
-    interpreter (``--probe``). CPU only: on CUDA use :func:`cuda_peak_bytes`.
+    from sharing the CPU). On Linux (``fork=None``, or ``fork=True``) the processes are
+    children forked from one server process that imported torch once (``_fork_probes``);
+    elsewhere (macOS's system libraries are not fork-safe, Windows has no fork), or with
+    ``fork=False``, each is a new interpreter (``--probe``). CPU only: on CUDA use
+    :func:`cuda_peak_bytes`.
     """
     cases = list(cases)
     positive_int("jobs", jobs)
@@ -247,7 +283,9 @@ def measure_memory(
     baselines = {shape(c): c for c in cases}
     tasks = [(c, False) for c in baselines.values()] + [(c, True) for c in cases]
     peaks: dict[tuple[MemoryCase, bool], int] = {}
-    if hasattr(os, "fork"):
+    if fork is None:
+        fork = sys.platform == "linux"
+    if fork:
         for thread_count in sorted({c.threads for c in cases}):
             group = [task for task in tasks if task[0].threads == thread_count]
             peaks.update(zip(group, _run_probe_server(group, jobs, python), strict=True))
@@ -258,7 +296,8 @@ def measure_memory(
             key, proc = item
             stdout, stderr = proc.communicate()
             if proc.returncode != 0:
-                raise RuntimeError(f"memory probe {key[0]} failed:\n{stderr[-2000:]}")
+                last = (stderr.strip().splitlines() or ["(no message)"])[-1]
+                raise ProbeFailed(f"the memory probe for {key[0].variant} at n = {key[0].n} failed: {last}")
             peaks[key] = int(json.loads(stdout.strip().splitlines()[-1])["maxrss_bytes"])
 
         for task in tasks:
@@ -560,7 +599,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.probe_server:  # fork one probe per task read from stdin; print their peaks
         payload = json.loads(sys.stdin.read())
         tasks = [(MemoryCase(**t["case"]), t["run"]) for t in payload["tasks"]]
-        print(json.dumps({"maxrss_bytes": _fork_probes(tasks, payload["jobs"])}))
+        try:
+            peaks = _fork_probes(tasks, payload["jobs"])
+        except ProbeFailed as error:  # one line for the parent to pass on
+            print(f"ProbeFailed: {error}", file=sys.stderr)
+            return 1
+        print(json.dumps({"maxrss_bytes": peaks}))
         return 0
     from course_utils.repro import default_threads
 
